@@ -1,0 +1,31 @@
+"""factorlab: supervised multi-factor disentanglement of face images, with plugins."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+from factorlab.errors import FactorlabError
+from factorlab.factors import Factor
+from factorlab.hookspecs import hookimpl
+
+try:
+    __version__ = metadata.version("factorlab")
+except metadata.PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"
+
+
+def load_recipe(path, overrides=()):
+    """Read and validate a recipe file (see factorlab.recipe.load_recipe)."""
+    from factorlab.recipe import load_recipe as _load
+
+    return _load(path, overrides)
+
+
+def build_model(recipe, **kwargs):
+    """Build the Disentangler a recipe describes (see factorlab.model.build_model)."""
+    from factorlab.model import build_model as _build
+
+    return _build(recipe, **kwargs)
+
+
+__all__ = ["Factor", "FactorlabError", "__version__", "build_model", "hookimpl", "load_recipe"]

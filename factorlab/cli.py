@@ -1,0 +1,83 @@
+"""The `factorlab` command. Sub-commands are registered through the `factorlab_register_commands` hook."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from rich.console import Console
+from rich.text import Text
+
+import factorlab
+from factorlab.errors import FactorlabError
+
+EXAMPLES = """\
+examples:
+  factorlab run recipes/quickstart.toml                      train the quickstart (SynthFaces, CPU, ~2 min)
+  factorlab run recipes/expression.toml data.root=/data/AffectNet   the paper's experiment
+  factorlab validate recipes/expression.toml run.epochs=3    check a recipe and overrides without running
+  factorlab ls encoders                                      registered parts of one kind
+  factorlab plugins                                          plugins and what each registered
+  factorlab data preview synthfaces --out grid.png           look at the SynthFaces data set
+
+Any user error exits with status 2 and a short message; add --debug to see the traceback.
+"""
+
+err_console = Console(stderr=True, highlight=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with one sub-command per registered command."""
+    from factorlab.plugins import failed_plugins, get_host
+
+    for info in failed_plugins(get_host()):
+        err_console.print(Text.assemble(("warning: ", "bold yellow"), f"plugin {info.name!r} ({info.module}) not loaded: {info.error}"))
+    parser = argparse.ArgumentParser(
+        prog="factorlab",
+        description="Supervised multi-factor disentanglement of face images.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"factorlab {factorlab.__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for entry in get_host().registry("commands"):
+        command = sub.add_parser(
+            entry.name,
+            help=entry.description,
+            description=entry.description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.set_defaults(handler=entry.factory(command))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors print one message and return 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if getattr(args, "handler", None) is None:
+            parser.print_help()
+            return 2
+        return int(args.handler(args) or 0)
+    except FactorlabError as exc:
+        if debug:
+            traceback.print_exc()
+        err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

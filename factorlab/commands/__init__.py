@@ -1,0 +1,1 @@
+"""The built-in `factorlab` sub-commands (registered through the same hook as plugins' commands)."""

@@ -1,0 +1,146 @@
+"""Core sub-commands: run, validate, plugins, ls, data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from factorlab.errors import FactorlabError
+from factorlab.hookspecs import KINDS
+
+console = Console(highlight=False)
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _recipe_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="path to a TOML recipe, e.g. recipes/quickstart.toml")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe values, e.g. run.epochs=3")
+
+
+def run_command(parser: argparse.ArgumentParser) -> Handler:
+    """factorlab run RECIPE [key=value ...]"""
+    parser.add_argument("recipe", nargs="?", help="path to a TOML recipe, e.g. recipes/quickstart.toml")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe values, e.g. run.epochs=3")
+    parser.add_argument("--out", type=Path, help="folder that receives the run folder (overrides run.output)")
+    parser.add_argument("--resume", type=Path, metavar="RUNDIR", help="continue a run from its last checkpoint")
+    parser.epilog = "example: factorlab run recipes/quickstart.toml run.epochs=2\n         factorlab run --resume runs/quickstart-20261128-101500"
+
+    def handle(args: argparse.Namespace) -> int:
+        from factorlab.recipe import load_recipe
+        from factorlab.train import resume_run, run_recipe
+
+        if args.resume:
+            if args.recipe:
+                args.overrides = [args.recipe, *args.overrides]
+            rundir = resume_run(args.resume, overrides=args.overrides)
+        else:
+            if not args.recipe:
+                raise FactorlabError("factorlab run needs a recipe file (or --resume RUNDIR), e.g. factorlab run recipes/quickstart.toml")
+            overrides = list(args.overrides) + ([f"run.output={json.dumps(str(args.out))}"] if args.out else [])
+            rundir = run_recipe(load_recipe(args.recipe, overrides))
+        console.print(f"run folder: {rundir}")
+        return 0
+
+    return handle
+
+
+def validate_command(parser: argparse.ArgumentParser) -> Handler:
+    """factorlab validate RECIPE [key=value ...]"""
+    _recipe_args(parser)
+    parser.add_argument("--print", action="store_true", help="print the resolved recipe as TOML")
+
+    def handle(args: argparse.Namespace) -> int:
+        from factorlab.recipe import load_recipe
+
+        recipe = load_recipe(args.recipe, args.overrides)
+        if args.print:
+            print(recipe.to_toml(), end="")
+        else:
+            console.print(f"[green]ok[/]: {args.recipe} is a valid recipe")
+        return 0
+
+    return handle
+
+
+def plugins_command(parser: argparse.ArgumentParser) -> Handler:
+    """factorlab plugins"""
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+    def handle(args: argparse.Namespace) -> int:
+        from factorlab.plugins import get_host
+
+        infos = get_host().plugins
+        if args.json:
+            print(json.dumps([info.__dict__ for info in infos], indent=2))
+            return 0
+        table = Table(title="factorlab plugins")
+        for column in ("plugin", "version", "module", "status", "registered"):
+            table.add_column(column)
+        for info in infos:
+            registered = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in info.registered.items())
+            status = {"loaded": "[green]loaded[/]", "disabled": "[yellow]disabled[/]"}.get(info.status, "[red]failed[/]")
+            table.add_row(info.name, info.version, info.module, status, registered or info.error)
+        console.print(table)
+        return 0
+
+    return handle
+
+
+def ls_command(parser: argparse.ArgumentParser) -> Handler:
+    """factorlab ls [KIND]"""
+    parser.add_argument("kind", nargs="?", choices=[*KINDS, "recipes"], help="one kind of part, or 'recipes'")
+
+    def handle(args: argparse.Namespace) -> int:
+        from factorlab.plugins import get_host
+
+        host = get_host()
+        kinds = [args.kind] if args.kind else [*KINDS, "recipes"]
+        for kind in kinds:
+            table = Table(title=kind, title_justify="left")
+            table.add_column("name")
+            table.add_column("plugin" if kind != "recipes" else "first line")
+            if kind != "recipes":
+                table.add_column("description")
+                for entry in host.registry(kind):
+                    table.add_row(entry.name, entry.plugin, entry.description)
+            else:
+                for path in sorted(Path("recipes").rglob("*.toml")):
+                    first = path.read_text(encoding="utf-8").splitlines()[:1]
+                    table.add_row(str(path), (first[0] if first else "").lstrip("# "))
+            console.print(table)
+        return 0
+
+    return handle
+
+
+def data_command(parser: argparse.ArgumentParser) -> Handler:
+    """factorlab data preview DATASET [key=value ...] --out grid.png"""
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    preview = sub.add_parser("preview", help="write a picture grid of a data set")
+    preview.add_argument("dataset", help="a registered data set, e.g. synthfaces")
+    preview.add_argument("options", nargs="*", metavar="key=value", help="data-set options, e.g. difficulty=0.5")
+    preview.add_argument("--out", type=Path, default=Path("grid.png"), help="PNG file to write (default grid.png)")
+    preview.add_argument("--image-size", type=int, default=64)
+
+    def handle(args: argparse.Namespace) -> int:
+        from factorlab.data.preview import preview_dataset
+
+        path = preview_dataset(args.dataset, args.options, image_size=args.image_size, out=args.out)
+        console.print(f"wrote {path}")
+        return 0
+
+    return handle
+
+
+COMMANDS = [
+    ("run", run_command, "train a recipe; writes a run folder (metrics, checkpoints, summary)"),
+    ("validate", validate_command, "check a recipe (and overrides) without running it"),
+    ("plugins", plugins_command, "list plugins, their versions and what each registered"),
+    ("ls", ls_command, "list registered parts (encoders, branches, ...) and the recipes under recipes/"),
+    ("data", data_command, "look at data sets: `factorlab data preview synthfaces --out grid.png`"),
+]

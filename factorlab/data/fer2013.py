@@ -1,0 +1,109 @@
+"""FER2013: one CSV whose rows hold the 48x48 grayscale pixels; Usage gives the split.
+
+Training -> train, PublicTest -> val, PrivateTest -> test (the usual protocol).
+"""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+from pydantic import Field
+
+from factorlab.data.base import FactorDataset
+from factorlab.data.records import (
+    AlignMode,
+    Problems,
+    Sample,
+    Scan,
+    Source,
+    SourceConfig,
+    Table,
+    build_dataset,
+    require_dir,
+    require_file,
+)
+from factorlab.errors import DataError
+from factorlab.factors import Factor
+
+#: FER2013 emotion id -> canonical expression class name (FER2013 has no contempt).
+EMOTIONS = {0: "anger", 1: "disgust", 2: "fear", 3: "happy", 4: "sad", 5: "surprise", 6: "neutral"}
+#: FER2013 Usage -> split.
+USAGES = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
+COLUMNS = ("emotion", "pixels", "Usage")
+SIDE = 48
+
+
+class FER2013Config(SourceConfig):
+    """Options of the FER2013 data set."""
+
+    file: str = Field("fer2013.csv", description="Name of the CSV file under root.")
+
+
+def scan(config: FER2013Config) -> Scan:
+    """Parse every row: label, 48x48 pixels and Usage."""
+    require_dir(config.root, "FER2013 root")
+    path = config.root / config.file
+    require_file(path, "FER2013 file")
+    problems, samples = Problems(config.on_error), []
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = [c.strip() for c in next(reader, [])]
+        if any(c not in header for c in COLUMNS):
+            raise DataError(f"{path}:1: header must name the columns {','.join(COLUMNS)}; found {header}")
+        column = {c: header.index(c) for c in COLUMNS}
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            if not row:
+                continue
+            if len(row) < len(header):
+                problems(where, f"has {len(row)} fields, expected {len(header)} ({','.join(header)})")
+                continue
+            value = {c: row[i].strip() for c, i in column.items()}
+            null = [c for c in COLUMNS if value[c] in ("", "NULL")]
+            if null:
+                problems(where, f"field(s) {', '.join(null)} are NULL or empty")
+                continue
+            if not value["emotion"].isdigit() or int(value["emotion"]) not in EMOTIONS:
+                problems(where, f"emotion {value['emotion']!r} is out of range: FER2013 labels are 0-6")
+                continue
+            if value["Usage"] not in USAGES:
+                problems(where, f"Usage {value['Usage']!r} is not one of {', '.join(USAGES)}")
+                continue
+            try:
+                pixels = np.array(value["pixels"].split(), dtype=np.int64)
+            except ValueError:
+                pixels = np.array([-1])
+            if pixels.size != SIDE * SIDE or pixels.min() < 0 or pixels.max() > 255:
+                problems(where, f"pixels must be {SIDE * SIDE} integers 0-255 (48x48); found {pixels.size} values")
+                continue
+            image = pixels.astype(np.uint8).reshape(SIDE, SIDE)
+            label, part = int(value["emotion"]), USAGES[value["Usage"]]
+            source = f"{config.file}:{reader.line_num}"
+            samples.append(Sample(source, where, {"expression": label}, part, pixels=image))
+    return Scan(samples, {"expression": list(EMOTIONS.values())}, problems.skipped)
+
+
+def read(config: FER2013Config, sample: Sample) -> np.ndarray:
+    """The row's grayscale pixels as RGB."""
+    return np.repeat(sample.pixels[:, :, None], 3, axis=2)
+
+
+def select(config: FER2013Config, table: Table, split: str) -> np.ndarray:
+    """The rows whose Usage maps to `split`."""
+    return np.nonzero(table.parts == split)[0]
+
+
+def align(config: FER2013Config) -> AlignMode:
+    return "none"  # FER2013 faces are already registered 48x48 crops
+
+
+SOURCE = Source("fer2013", FER2013Config, scan, read, select, align, "FER2013 (7 expressions, 48x48 grayscale)")
+
+
+def build(config: FER2013Config, *, split: str, image_size: int, factors: dict[str, Factor]) -> FactorDataset:
+    """FER2013's split (Training / PublicTest / PrivateTest) with expression labels."""
+    return build_dataset(SOURCE, config, split=split, image_size=image_size, factors=factors)
+
+
+DATASET = ("fer2013", build, FER2013Config, SOURCE.description)

@@ -1,0 +1,112 @@
+"""From a recipe's [data] section to batches on the device: data sets, epoch order, augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from factorlab.data.base import FactorDataset
+from factorlab.errors import DataError
+from factorlab.factors import Factor
+
+
+def build_dataset(recipe, split: str, factors: dict[str, Factor]) -> FactorDataset:
+    """The recipe's data set for `split` ("train", "val" or "test")."""
+    from factorlab.plugins import get_host
+
+    entry = get_host().get("datasets", recipe.data.dataset)
+    dataset = entry.factory(recipe.data.options, split=split, image_size=recipe.data.image_size, factors=factors)
+    if len(dataset) == 0:
+        raise DataError(f"data set {recipe.data.dataset!r} has no samples in its {split!r} split; check data.root and its options")
+    missing = [name for name in factors if name not in dataset.classes]
+    if missing:
+        raise DataError(
+            f"data set {recipe.data.dataset!r} has no labels for factor(s) {missing}; it labels {sorted(dataset.classes)}"
+        )
+    return dataset
+
+
+def epoch_order(labels: np.ndarray | None, size: int, *, seed: int, epoch: int, balanced: bool = False) -> np.ndarray:
+    """The sample order of one epoch: a seeded permutation, or a class-balanced draw (with replacement).
+
+    A pure function of (seed, epoch), so a resumed run and every process of a distributed run agree.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    if not balanced:
+        return rng.permutation(size)
+    assert labels is not None
+    classes, counts = np.unique(labels, return_counts=True)
+    weights = (1.0 / counts)[np.searchsorted(classes, labels)]
+    return rng.choice(size, size=size, replace=True, p=weights / weights.sum())
+
+
+class _Ordered(torch.utils.data.Sampler):
+    def __init__(self, order: np.ndarray) -> None:
+        self.order = order
+
+    def __iter__(self):
+        return iter(self.order.tolist())
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+def make_loader(
+    dataset: Dataset, order: np.ndarray, batch_size: int, *, num_workers: int = 0, pin_memory: bool = False
+) -> DataLoader:
+    """A DataLoader over `order` (already sharded for this process), full batches only."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=_Ordered(order),
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=True,
+        persistent_workers=False,
+        prefetch_factor=4 if num_workers > 0 else None,
+    )
+
+
+def eval_loader(dataset: Dataset, batch_size: int, *, num_workers: int = 0) -> DataLoader:
+    """A DataLoader over the whole split in order (last batch may be short)."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+def to_device(batch: dict, device: torch.device, *, channels_last: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """uint8 images -> float [0, 1] on the device (normalised there, not in workers), labels -> int64."""
+    images = batch["image"].to(device, non_blocking=True)
+    images = images.float().div_(255.0)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = {k: v.to(device, non_blocking=True).long() for k, v in batch.items() if k != "image"}
+    return images, labels
+
+
+def augment(images: torch.Tensor, config, generator: torch.Generator) -> torch.Tensor:
+    """Random flip / crop / colour jitter on a float batch, on its device; `generator` (CPU) fixes the draw."""
+    n = images.shape[0]
+    if config.flip:
+        flip = torch.rand(n, generator=generator) < 0.5
+        images = torch.where(flip.to(images.device)[:, None, None, None], images.flip(-1), images)
+    if config.crop > 0:
+        side = images.shape[-1]
+        scale = 1.0 - torch.rand(n, generator=generator) * config.crop
+        shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * (1 - scale)[:, None]
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0], theta[:, 1, 1] = scale, scale
+        theta[:, :, 2] = shift
+        grid = torch.nn.functional.affine_grid(theta.to(images), [n, 3, side, side], align_corners=False)
+        images = torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if config.color_jitter > 0:
+        s = config.color_jitter
+        bright = 1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * s
+        contrast = 1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * s
+        saturation = 1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * s
+        images = images * bright.to(images)
+        mean = images.mean(dim=(1, 2, 3), keepdim=True)
+        images = (images - mean) * contrast.to(images) + mean
+        gray = images.mean(dim=1, keepdim=True)
+        images = (images - gray) * saturation.to(images) + gray
+        images = images.clamp(0, 1)
+    return images

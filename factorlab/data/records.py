@@ -1,0 +1,318 @@
+"""What the real data sets share: samples read from list files, split selection, and one dataset class.
+
+Each real data set (affectnet, ckplus, fer2013, rafdb, imagefolder) is a `Source`: it scans its list
+files into `Sample`s (labels as ids over its own native class names), reads one sample's raw image,
+and picks the samples of a split from a `Table` of per-sample columns. The table comes either from
+a fresh scan or from a prepared cache, so both paths select exactly the same samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
+
+from factorlab.data.base import FactorDataset, remap_labels
+from factorlab.errors import DataError
+from factorlab.factors import Factor
+
+SPLITS = ("train", "val", "test")
+OnError = Literal["raise", "skip"]
+AlignMode = Literal["none", "box", "landmarks", "mtcnn"]
+
+
+class SourceConfig(BaseModel):
+    """Options every real data set has."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    root: Path = Field(description="Folder holding the data set in its official layout (see docs/datasets/).")
+    cache: Path | None = Field(
+        None,
+        description="A cache written by `factorlab prepare`; when set, images come from it and no JPEG is decoded.",
+    )
+    on_error: OnError = Field(
+        "raise",
+        description="What a bad row or a missing/empty image found while listing does: 'raise' stops with the file and "
+        "line; 'skip' drops it, counts it and lists it (`dataset.skipped`, the prepare report).",
+    )
+    margin: float = Field(0.2, ge=0.0, le=1.0, description="Border added around a face box, as a fraction of its side.")
+
+
+@dataclass
+class Sample:
+    """One labelled image as listed by a data set."""
+
+    source: str  # image path relative to root, or "" when the pixels sit in the list file (FER2013)
+    where: str  # what messages name: "list file:line" or the image path
+    labels: dict[str, int]  # factor -> id over the data set's native class names
+    part: str = ""  # official partition ("train", "test", ...), "" when the data set has none
+    group: str = ""  # subject id, for subject-disjoint folds
+    box: tuple[float, float, float, float] | None = None  # x, y, width, height of the face
+    landmarks: np.ndarray | None = None  # (K, 2) points, x then y
+    pixels: np.ndarray | None = None  # the image itself when the list file holds it (FER2013)
+
+
+@dataclass
+class Skipped:
+    """A row or image that was left out, and why."""
+
+    where: str
+    reason: str
+
+
+@dataclass
+class Scan:
+    """The samples of a data set, its native class names per factor, and what was left out."""
+
+    samples: list[Sample]
+    classes: dict[str, list[str]]
+    skipped: list[Skipped] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)  # expected exclusions (e.g. AffectNet's "None"), counted
+
+
+class Problems:
+    """Raises a DataError, or records the problem and moves on, as `on_error` says."""
+
+    def __init__(self, on_error: OnError) -> None:
+        self.on_error = on_error
+        self.skipped: list[Skipped] = []
+
+    def __call__(self, where: str, reason: str) -> None:
+        if self.on_error == "raise":
+            raise DataError(f"{where}: {reason} (set on_error=skip to skip such items and list them instead)")
+        self.skipped.append(Skipped(where, reason))
+
+
+@dataclass
+class Table:
+    """Per-sample columns that split selection needs; built from a scan or read from a cache."""
+
+    sources: list[str]
+    wheres: list[str]
+    parts: np.ndarray  # str
+    groups: np.ndarray  # str
+    labels: dict[str, np.ndarray]  # factor -> int64 native ids
+    classes: dict[str, list[str]]
+
+    @classmethod
+    def from_samples(cls, samples: list[Sample], classes: dict[str, list[str]]) -> Table:
+        """Columns of `samples`."""
+        return cls(
+            sources=[s.source for s in samples],
+            wheres=[s.where for s in samples],
+            parts=np.array([s.part for s in samples], dtype=str),
+            groups=np.array([s.group for s in samples], dtype=str),
+            labels={f: np.array([s.labels[f] for s in samples], dtype=np.int64) for f in classes},
+            classes=classes,
+        )
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A real data set: how to list it, read one raw image, and select a split."""
+
+    name: str
+    config: type[SourceConfig]
+    scan: Callable[[Any], Scan]
+    read: Callable[[Any, Sample], np.ndarray]  # raw RGB uint8 (H, W, 3), before cropping
+    select: Callable[[Any, Table, str], np.ndarray]  # indices into the table
+    align: Callable[[Any], AlignMode]  # how faces are cropped under this config
+    description: str
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def read_image(path: Path, where: str = "") -> np.ndarray:
+    """Decode an image file to uint8 RGB (H, W, 3); grayscale and palette images are converted."""
+    prefix = f"{where}: " if where and where != str(path) else ""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise DataError(f"{prefix}image {path} is missing; check the data set root and its layout") from None
+    if size == 0:
+        raise DataError(f"{prefix}image {path} is empty (0 bytes); download it again or set on_error=skip")
+    try:
+        with Image.open(path) as im:
+            im.load()  # Pillow decodes lazily: load() is where a truncated file fails
+            return np.asarray(im.convert("RGB"))
+    except UnidentifiedImageError:
+        raise DataError(f"{prefix}{path} is not an image Pillow can read; replace it or set on_error=skip") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{prefix}image {path} is corrupt or truncated ({exc}); download it again") from None
+
+
+def check_image_file(path: Path, where: str, problems: Problems) -> bool:
+    """True when `path` exists and is not empty; otherwise report it (a stat, no decoding)."""
+    try:
+        size = path.stat().st_size
+    except (FileNotFoundError, NotADirectoryError):
+        problems(where, f"image {path} is missing")
+        return False
+    if size == 0:
+        problems(where, f"image {path} is empty (0 bytes)")
+        return False
+    return True
+
+
+def require_dir(path: Path, what: str) -> None:
+    """A DataError unless `path` is a folder."""
+    if not path.is_dir():
+        raise DataError(
+            f"{what} {path} does not exist or is not a folder; point root= at the data set (see docs/datasets/)"
+        )
+
+
+def require_file(path: Path, what: str) -> None:
+    """A DataError unless `path` is a file."""
+    if not path.is_file():
+        raise DataError(f"{what} {path} is missing; the data set's official layout has it (see docs/datasets/)")
+
+
+# --------------------------------------------------------------------------------------------- splitting
+
+
+def check_split(split: str, where: str) -> None:
+    """A DataError unless `split` is train, val or test."""
+    if split not in SPLITS:
+        raise DataError(f"{where}: unknown split {split!r}; use one of {', '.join(SPLITS)}")
+
+
+def holdout_mask(keys: list[str] | np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Marks about `fraction` of `keys` as held out, by a seeded hash of each key.
+
+    A hash (not a permutation) keeps each item's side fixed whatever else is in the list, so a split
+    read from a cache (where unreadable images are gone) holds the same items as one read from disk.
+    """
+    threshold = fraction * 2**64
+    digest = hashlib.blake2b
+    return np.array(
+        [int.from_bytes(digest(f"{seed}:{key}".encode(), digest_size=8).digest()) < threshold for key in keys],
+        dtype=bool,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- dataset
+
+
+class RecordDataset(FactorDataset):
+    """The samples of one split of a real data set, with labels remapped onto the run's factors."""
+
+    def __init__(
+        self,
+        name: str,
+        table: Table,
+        indices: np.ndarray,
+        image: Callable[[int], np.ndarray],
+        factors: dict[str, Factor],
+        *,
+        split: str,
+        skipped: list[Skipped] | None = None,
+        images: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        self.name, self.split = name, split
+        self._image, self._images = image, images
+        self.skipped = list(skipped or [])
+        self.dropped: dict[str, int] = {}
+        indices = np.asarray(indices, dtype=np.int64)
+        labels: dict[str, np.ndarray] = {}
+        self.classes = {}
+        for factor_name, factor in factors.items():
+            if factor_name not in table.classes:
+                raise DataError(
+                    f"data set {name!r} has no {factor_name!r} labels; it labels {sorted(table.classes)}. "
+                    f"Use a data set that labels {factor_name!r} or drop the factor from the recipe."
+                )
+            native = table.classes[factor_name]
+            if factor.classes is None:
+                self.classes[factor_name] = list(native)
+                labels[factor_name] = table.labels[factor_name]
+                continue
+            keep, new = remap_labels(table.labels[factor_name][indices], native, factor.classes, where=name)
+            self.dropped[factor_name] = int((~keep).sum())
+            self.classes[factor_name] = list(factor.classes)
+            full = np.full(len(table), -1, dtype=np.int64)
+            full[indices[keep]] = new
+            labels[factor_name] = full
+            indices = indices[keep]
+        if len(indices) == 0:
+            raise DataError(
+                f"data set {name!r}: split {split!r} is empty after filtering (dropped {self.dropped}, skipped "
+                f"{len(self.skipped)}); check root, the split options and the factors' classes"
+            )
+        self.indices = indices
+        self._labels = {f: lab[indices] for f, lab in labels.items()}
+        self.sources = [table.sources[i] for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def image(self, index: int) -> np.ndarray:
+        """The image of sample `index` as uint8 (H, W, 3)."""
+        return self._image(int(self.indices[index]))
+
+    def labels(self, factor: str) -> np.ndarray:
+        """All labels of `factor`, int64, without decoding images."""
+        return self._labels[factor]
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        """A batch at once (torch's DataLoader calls this): one read per cache shard instead of one per image."""
+        if self._images is None:
+            return [self[i] for i in indices]
+        import torch
+
+        batch = torch.from_numpy(self._images(self.indices[np.asarray(indices)])).permute(0, 3, 1, 2)
+        return [
+            {"image": batch[k], **{f: int(lab[i]) for f, lab in self._labels.items()}} for k, i in enumerate(indices)
+        ]
+
+
+def build_dataset(
+    source: Source, config: SourceConfig, *, split: str, image_size: int, factors: dict[str, Factor]
+) -> RecordDataset:
+    """The split of `source` under `config`, read from the cache when `config.cache` is set."""
+    from factorlab.data.align import FaceCropper
+    from factorlab.data.cache import open_cache
+
+    check_split(split, source.name)
+    if config.cache is not None:
+        cache = open_cache(config.cache, dataset=source.name, image_size=image_size)
+        indices = source.select(config, cache.table, split)
+        return RecordDataset(
+            source.name,
+            cache.table,
+            indices,
+            cache.image,
+            factors,
+            split=split,
+            skipped=cache.skipped,
+            images=cache.images,
+        )
+    scan = source.scan(config)
+    table = Table.from_samples(scan.samples, scan.classes)
+    indices = source.select(config, table, split)
+    cropper = FaceCropper(source.align(config), image_size, config.margin)
+
+    def image(i: int) -> np.ndarray:
+        sample = scan.samples[i]
+        return cropper.crop(source.read(config, sample), sample)
+
+    dataset = RecordDataset(source.name, table, indices, image, factors, split=split, skipped=scan.skipped)
+    dataset.dropped.update({f"listing: {k}": v for k, v in scan.dropped.items()})
+    return dataset
+
+
+def config_json(config: BaseModel) -> str:
+    """The config as canonical JSON (sorted keys), for fingerprints."""
+    return json.dumps(config.model_dump(mode="json"), sort_keys=True)

@@ -1,0 +1,188 @@
+"""The Disentangler: encoder + branches (codes) + heads + adversaries (+ decoder), built from a recipe.
+
+Shapes are inferred by a dummy forward pass, so any registered encoder fits any branch.
+Heads and adversaries are keyed `<factor>_from_<code>` (e.g. `expression_from_exp`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from factorlab.factors import Factor
+
+
+def part_key(factor: str, code: str) -> str:
+    """The module key of a head or adversary reading `factor` from `code`."""
+    return f"{factor}_from_{code}"
+
+
+@dataclass(frozen=True)
+class Link:
+    """A head or adversary: which factor it reads from which code."""
+
+    factor: str
+    code: str
+
+    @property
+    def key(self) -> str:
+        return part_key(self.factor, self.code)
+
+
+class Network(nn.Module):
+    """Everything the main step trains: encoder, branches, heads and the decoder (if any)."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        branches: dict[str, nn.Module],
+        heads: dict[str, nn.Module],
+        head_links: list[Link],
+        decoder: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.branches = nn.ModuleDict(branches)
+        self.heads = nn.ModuleDict(heads)
+        self.head_links = head_links
+        self.decoder = decoder
+
+    def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Images (B, 3, H, W) in [0, 1] -> code name -> code tensor."""
+        features = self.encoder(images)
+        return {name: branch(features) for name, branch in self.branches.items()}
+
+    def decode(self, codes: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Codes -> reconstructed images in [0, 1] (needs a decoder)."""
+        if self.decoder is None:
+            raise RuntimeError("this model has no decoder (the recipe's loss.beta_rec is 0)")
+        return self.decoder(concat_codes(codes, list(self.branches)))
+
+    def forward(self, images: torch.Tensor) -> dict[str, dict[str, torch.Tensor] | torch.Tensor]:
+        """Codes, head logits (by `<factor>_from_<code>`) and, with a decoder, the reconstruction."""
+        codes = self.encode(images)
+        logits = {link.key: self.heads[link.key](codes[link.code].flatten(1)) for link in self.head_links}
+        out: dict = {"codes": codes, "logits": logits}
+        if self.decoder is not None:
+            out["reconstruction"] = self.decoder(concat_codes(codes, list(self.branches)))
+        return out
+
+
+class AdversarySet(nn.Module):
+    """The adversaries, trained in their own step on detached codes."""
+
+    def __init__(self, adversaries: dict[str, nn.Module], links: list[Link]) -> None:
+        super().__init__()
+        self.adversaries = nn.ModuleDict(adversaries)
+        self.links = links
+
+    def forward(self, codes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each adversary's logits on its code."""
+        return {link.key: self.adversaries[link.key](codes[link.code].flatten(1)) for link in self.links}
+
+
+class Disentangler(nn.Module):
+    """The whole model: `net` (main step) and `adversaries` (adversary step)."""
+
+    def __init__(self, net: Network, adversaries: AdversarySet, factors: dict[str, Factor], classes: dict[str, list[str]]):
+        super().__init__()
+        self.net = net
+        self.adversaries = adversaries
+        self.factors = factors
+        self.classes = classes
+
+    def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Images (B, 3, H, W) in [0, 1] -> code name -> code tensor."""
+        return self.net.encode(images)
+
+    def decode(self, codes: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Codes -> images in [0, 1]."""
+        return self.net.decode(codes)
+
+    def forward(self, images: torch.Tensor):
+        return self.net(images)
+
+    @property
+    def code_names(self) -> list[str]:
+        return list(self.net.branches)
+
+
+def concat_codes(codes: dict[str, torch.Tensor], order: list[str]) -> torch.Tensor:
+    """Concatenate codes for the decoder: along channels when all are maps of one size, else flattened."""
+    tensors = [codes[name] for name in order]
+    if all(t.dim() == 4 for t in tensors) and len({t.shape[2:] for t in tensors}) == 1:
+        return torch.cat(tensors, dim=1)
+    return torch.cat([t.flatten(1) for t in tensors], dim=1)
+
+
+def resolve_factors(recipe) -> dict[str, Factor]:
+    """The Factor objects of a recipe's factors, built by their registered factories."""
+    from factorlab.plugins import get_host
+
+    host = get_host()
+    return {name: host.get("factors", name).factory(section.options) for name, section in recipe.factors.items()}
+
+
+def build_model(recipe, classes: dict[str, list[str]] | None = None) -> Disentangler:
+    """Build the model a recipe describes.
+
+    `classes` gives each factor's class names; factors without canonical classes (identity) take
+    them from the training split of the recipe's data set when `classes` does not give them.
+    """
+    from factorlab.plugins import get_host
+
+    host = get_host()
+    factors = resolve_factors(recipe)
+    classes = dict(classes or {})
+    for name, factor in factors.items():
+        if name not in classes and factor.classes is not None:
+            classes[name] = list(factor.classes)
+    if any(name not in classes for name in factors):
+        from factorlab.data.loading import build_dataset
+
+        classes.update({k: v for k, v in build_dataset(recipe, "train", factors).classes.items() if k not in classes})
+
+    size = recipe.data.image_size
+    encoder = host.get("encoders", recipe.encoder.type).factory(recipe.encoder.options, image_size=size)
+    probe = torch.zeros(2, 3, size, size)
+    was_training = encoder.training
+    encoder.eval()
+    with torch.no_grad():
+        features = encoder(probe)
+        branches, code_shapes = {}, {}
+        for name, section in recipe.codes.items():
+            branch = host.get("branches", section.branch).factory(section.options, in_shape=tuple(features.shape[1:]))
+            branch.eval()
+            code_shapes[name] = tuple(branch(features).shape[1:])
+            branch.train()
+            branches[name] = branch
+    encoder.train(was_training)
+
+    def flat(code: str) -> int:
+        return math.prod(code_shapes[code])
+
+    heads, head_links = {}, []
+    for section in recipe.heads:
+        link = Link(section.factor, section.code)
+        heads[link.key] = host.get("heads", section.type).factory(
+            section.options, in_features=flat(section.code), num_classes=len(classes[section.factor])
+        )
+        head_links.append(link)
+    adversaries, adversary_links = {}, []
+    for section in recipe.adversaries:
+        link = Link(section.factor, section.code)
+        adversaries[link.key] = host.get("adversaries", section.type).factory(
+            section.options, in_features=flat(section.code), num_classes=len(classes[section.factor])
+        )
+        adversary_links.append(link)
+    decoder = None
+    if recipe.uses_decoder:
+        with torch.no_grad():
+            dummy = {name: torch.zeros(2, *shape) for name, shape in code_shapes.items()}
+            in_shape = tuple(concat_codes(dummy, list(code_shapes)).shape[1:])
+        decoder = host.get("decoders", recipe.decoder.type).factory(recipe.decoder.options, in_shape=in_shape, image_size=size)
+    net = Network(encoder, branches, heads, head_links, decoder)
+    return Disentangler(net, AdversarySet(adversaries, adversary_links), factors, classes)

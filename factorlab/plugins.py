@@ -1,0 +1,162 @@
+"""The plugin manager: built-in parts and third-party plugins load the same way, via entry points.
+
+Every plugin is a module (or object) listed in the `factorlab` entry-point group. Each one's
+`factorlab_register_<kind>` hooks are called with a `register` callable; what a plugin registers is
+committed only if all of its hooks succeed, so a broken plugin is reported by name and never takes
+the others down. A name registered twice is an error naming both plugins.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from factorlab import hookspecs
+from factorlab.errors import PluginError
+from factorlab.registry import Entry, Registry
+
+DISABLE_ENV = "FACTORLAB_DISABLE_PLUGINS"
+CORE = "core"
+
+
+@dataclass
+class PluginInfo:
+    """What `factorlab plugins` shows about one plugin."""
+
+    name: str
+    module: str
+    version: str = ""
+    status: str = "loaded"  # loaded | disabled | failed
+    error: str = ""
+    registered: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class PluginHost:
+    """The loaded plugins and one registry per kind of part."""
+
+    manager: pluggy.PluginManager
+    registries: dict[str, Registry]
+    plugins: list[PluginInfo]
+
+    def registry(self, kind: str) -> Registry:
+        """The registry of `kind` (one of hookspecs.KINDS)."""
+        return self.registries[kind]
+
+    def get(self, kind: str, name: str) -> Entry:
+        """The registered part `name` of `kind`; an unknown name lists the choices."""
+        return self.registries[kind].get(name)
+
+
+def disabled_plugins() -> set[str]:
+    """Plugin names blocked through FACTORLAB_DISABLE_PLUGINS=a,b."""
+    return {name.strip() for name in os.environ.get(DISABLE_ENV, "").split(",") if name.strip()}
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    eps = list(metadata.entry_points(group=hookspecs.PROJECT))
+    # core first, then by name: registration order must not depend on the file system.
+    unique = {ep.name: ep for ep in eps}
+    return sorted(unique.values(), key=lambda ep: (ep.name != CORE, ep.name))
+
+
+def _error_text(exc: BaseException) -> str:
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" ({frame.filename}:{frame.lineno})" if frame else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _collect(manager: pluggy.PluginManager, plugin: Any, name: str) -> list[tuple[str, tuple, dict]]:
+    """Call one plugin's register hooks, staging what it registers."""
+    staged: list[tuple[str, tuple, dict]] = []
+    for kind in hookspecs.KINDS:
+        caller = getattr(manager.hook, f"factorlab_register_{kind}")
+        for impl in caller.get_hookimpls():
+            if impl.plugin is not plugin:
+                continue
+
+            def register(*args: Any, _kind: str = kind, **kwargs: Any) -> None:
+                staged.append((_kind, args, kwargs))
+
+            impl.function(*[{"register": register}[arg] for arg in impl.argnames])
+    return staged
+
+
+def load_plugins(extra: dict[str, Any] | None = None, *, entry_points: bool = True) -> PluginHost:
+    """Load every plugin of the `factorlab` entry-point group (plus `extra` name -> plugin objects)."""
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    registries = {kind: Registry(kind) for kind in hookspecs.KINDS}
+    infos: list[PluginInfo] = []
+    blocked = disabled_plugins()
+
+    candidates: list[tuple[str, str, str, Any]] = []  # name, module, version, loader
+    if entry_points:
+        for ep in _entry_points():
+            version = ep.dist.version if ep.dist is not None else ""
+            candidates.append((ep.name, ep.value, version, ep.load))
+    for name, obj in (extra or {}).items():
+        candidates.append((name, getattr(obj, "__name__", type(obj).__name__), "", lambda obj=obj: obj))
+
+    for name, module, version, load in candidates:
+        info = PluginInfo(name=name, module=module, version=version)
+        infos.append(info)
+        if name in blocked:
+            manager.set_blocked(name)
+            info.status = "disabled"
+            continue
+        try:
+            plugin = load()
+            manager.register(plugin, name=name)
+        except Exception as exc:  # a plugin that fails to import is reported, the rest still load
+            info.status, info.error = "failed", f"import failed: {_error_text(exc)}"
+            continue
+        try:
+            manager.check_pending()
+        except pluggy.PluginValidationError as exc:
+            manager.unregister(name=name)
+            info.status, info.error = "failed", f"invalid hook: {exc}"
+            continue
+        try:
+            staged = _collect(manager, plugin, name)
+            scratch = {kind: Registry(kind) for kind in hookspecs.KINDS}
+            for kind, args, kwargs in staged:  # bad arguments fail this plugin alone, before anything is committed
+                scratch[kind].add(*args, plugin=name, **kwargs)
+        except Exception as exc:
+            manager.unregister(name=name)
+            info.status, info.error = "failed", f"registration failed: {_error_text(exc)}"
+            continue
+        for kind, args, kwargs in staged:
+            entry = registries[kind].add(*args, plugin=name, **kwargs)
+            info.registered.setdefault(kind, []).append(entry.name)
+    return PluginHost(manager, registries, infos)
+
+
+_host: PluginHost | None = None
+
+
+def get_host() -> PluginHost:
+    """The process-wide plugin host, loaded on first use."""
+    global _host
+    if _host is None:
+        _host = load_plugins()
+    return _host
+
+
+def reset_host(host: PluginHost | None = None) -> None:
+    """Forget (or replace) the process-wide plugin host; tests use this after changing plugins."""
+    global _host
+    _host = host
+
+
+def failed_plugins(host: PluginHost) -> list[PluginInfo]:
+    """Plugins that failed to import or register."""
+    return [info for info in host.plugins if info.status == "failed"]
+
+
+__all__ = ["PluginError", "PluginHost", "PluginInfo", "get_host", "load_plugins", "reset_host"]

@@ -1,0 +1,522 @@
+"""Recipes: TOML files -> validated pydantic models, with `key.path=value` overrides and errors for people.
+
+Validation has two passes. The first checks the recipe's own shape (sections, generic keys, types).
+The second, after plugins are loaded, looks up every part (`encoder.type`, `codes.<name>.branch`,
+`heads[i].type`, ...) in its registry and validates the rest of that part's section against the
+config model the part's plugin registered. Every error names the file, the line where the key is
+written (or the command-line override it came from), the dotted key and what to do.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from factorlab.errors import RecipeError, UnknownNameError
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+class Section(BaseModel):
+    """A recipe section whose keys are all known: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PartSection(BaseModel):
+    """A section naming a registered part; the part's own keys are checked against its config model."""
+
+    model_config = ConfigDict(extra="allow")
+    _options: BaseModel | None = PrivateAttr(default=None)
+
+    @property
+    def options(self) -> BaseModel:
+        """The part's validated config (set by `resolve_parts`)."""
+        if self._options is None:
+            raise RuntimeError("recipe parts are not resolved yet: call factorlab.load_recipe")
+        return self._options
+
+    def part_keys(self) -> dict[str, Any]:
+        """The keys that belong to the part's own config model."""
+        return dict(self.model_extra or {})
+
+
+class RunSection(Section):
+    """Run-wide settings: naming, seed, length, device and speed options."""
+
+    name: str = Field("run", description="Run name; the run folder is `<output>/<name>-<timestamp>`.")
+    seed: int = Field(0, description="Seed for model initialisation, data order and augmentation.")
+    epochs: int = Field(10, ge=1, description="Number of passes over the training split.")
+    batch_size: int = Field(64, ge=2, description="Global batch size (split across processes under torchrun).")
+    max_steps_per_epoch: int | None = Field(
+        None, ge=1, description="Cap on training steps per epoch (smoke tests, quick looks); None = the whole split."
+    )
+    device: str = Field("auto", description='"auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:N".')
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Autocast precision of the forward passes; losses are computed in float32."
+    )
+    channels_last: bool = Field(False, description="Use the channels_last memory format (faster convs on GPUs).")
+    compile: bool = Field(False, description="torch.compile the model (GPU; slow to start on CPU).")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank.")
+    log_every: int = Field(20, ge=1, description="Steps between progress/metric updates (host syncs happen only here).")
+    eval_every: int = Field(1, ge=1, description="Epochs between evaluations on the val split.")
+    best_metric: str | None = Field(
+        None,
+        description="Metric that selects the `best` checkpoint, e.g. 'head/expression/exp/accuracy' (higher is "
+        "better); None = the first head's accuracy.",
+    )
+    output: Path = Field(Path("runs"), description="Folder that receives run folders.")
+    deterministic: bool = Field(True, description="Use deterministic algorithms where the device offers them.")
+
+
+class AugmentSection(Section):
+    """Training-time augmentation, applied on the device to uint8 batches."""
+
+    flip: bool = Field(False, description="Random horizontal flip (expressions are left-right symmetric classes).")
+    crop: float = Field(0.0, ge=0.0, le=0.5, description="Random crop: up to this fraction of the side is cut, resized back.")
+    color_jitter: float = Field(0.0, ge=0.0, le=1.0, description="Brightness/contrast/saturation jitter strength.")
+
+
+class DataSection(PartSection):
+    """The data set (`dataset` is a registered data set; its own keys follow) and how it is fed."""
+
+    dataset: str = Field(description="A registered data set, e.g. 'synthfaces', 'affectnet'.")
+    image_size: int = Field(64, ge=32, le=512, description="Side of the square images fed to the encoder.")
+    sampler: Literal["random", "balanced"] = Field(
+        "random", description="'balanced' draws each class of `balance_factor` equally often (AffectNet is ~35:1)."
+    )
+    balance_factor: str | None = Field(None, description="Factor that 'balanced' sampling balances; None = first head's.")
+    augment: AugmentSection = Field(default_factory=AugmentSection)
+
+
+DATA_KEYS = frozenset(DataSection.model_fields)  # the generic [data] keys; the rest belong to the data set
+
+
+class EncoderSection(PartSection):
+    """The shared trunk (`type` is a registered encoder; its own keys follow)."""
+
+    type: str = Field(description="A registered encoder, e.g. 'inception_resnet_v1', 'timm', 'small_cnn'.")
+
+
+class CodeSection(PartSection):
+    """One code: the branch that computes it from the trunk's features (its own keys follow)."""
+
+    branch: str = Field(description="A registered branch, e.g. 'conv4' (the paper's), 'mlp', 'identity'.")
+
+
+class HeadSection(PartSection):
+    """A supervised classifier of one factor from one code."""
+
+    factor: str = Field(description="The factor this head predicts.")
+    code: str = Field(description="The code it reads.")
+    type: str = Field("linear", description="A registered head, e.g. 'linear' (the paper's C_exp), 'mlp'.")
+
+
+class AdversarySection(PartSection):
+    """A classifier that must fail to read `factor` from `code`, and the rule training the encoder against it."""
+
+    factor: str = Field(description="The factor that must NOT be readable from the code.")
+    code: str = Field(description="The code the adversary reads.")
+    type: str = Field("uniform", description="'uniform' (the paper, eq. 2) or 'grl' (gradient reversal).")
+
+
+class DecoderSection(PartSection):
+    """The decoder (built only when loss.beta_rec > 0)."""
+
+    type: str = Field("deconv6", description="A registered decoder, e.g. 'deconv6' (the paper's).")
+
+
+class LossSection(Section):
+    """Weights of the loss terms (paper eq. 3) and the reconstruction loss."""
+
+    beta_rec: float = Field(0.0, ge=0.0, description="beta1: weight of the reconstruction loss L_r (paper: 0).")
+    beta_cls: float = Field(1.0, ge=0.0, description="beta2: weight of the classification losses (paper: 1).")
+    beta_adv: float = Field(1.0, ge=0.0, description="beta3: weight of the adversarial encoder losses (paper: 1).")
+    reconstruction: str = Field("l2", description="A registered reconstruction loss: 'l2' (paper) or 'l1'.")
+
+
+class OptimizerSection(Section):
+    """One optimiser."""
+
+    name: Literal["adam", "adamw", "sgd"] = Field("adam", description="Optimiser.")
+    lr: float = Field(1e-4, gt=0.0, description="Learning rate (for the global batch).")
+    weight_decay: float = Field(0.0, ge=0.0, description="Weight decay.")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum / Adam beta1.")
+
+
+class OptimSection(Section):
+    """The two optimisers (main: encoder, branches, heads, decoder; adversary: adversaries) and the schedule."""
+
+    main: OptimizerSection = Field(default_factory=OptimizerSection)
+    adversary: OptimizerSection = Field(default_factory=OptimizerSection)
+    schedule: Literal["constant", "cosine", "step"] = Field("constant", description="Learning-rate schedule (per step).")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    step_epochs: int = Field(10, ge=1, description="'step' schedule: epochs between x0.1 decays.")
+    clip_grad_norm: float | None = Field(None, gt=0.0, description="Clip the main step's gradient norm (None = off).")
+    adversary_steps: int = Field(1, ge=1, description="Adversary updates per batch before each main update.")
+
+
+class FactorSection(PartSection):
+    """Options of one factor (keys from the factor's own config model, e.g. expression: classes = 7)."""
+
+
+class Recipe(Section):
+    """A whole experiment."""
+
+    run: RunSection = Field(default_factory=RunSection)
+    data: DataSection
+    encoder: EncoderSection
+    codes: dict[str, CodeSection] = Field(description="Named codes, e.g. [codes.exp] and [codes.nonexp].")
+    heads: list[HeadSection] = Field(default_factory=list)
+    adversaries: list[AdversarySection] = Field(default_factory=list)
+    decoder: DecoderSection | None = None
+    loss: LossSection = Field(default_factory=LossSection)
+    optim: OptimSection = Field(default_factory=OptimSection)
+    factors: dict[str, FactorSection] = Field(default_factory=dict)
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("codes")
+    @classmethod
+    def _some_codes(cls, codes: dict[str, CodeSection]) -> dict[str, CodeSection]:
+        if not codes:
+            raise ValueError("a recipe needs at least one code, e.g. [codes.exp] with branch = 'conv4'")
+        return codes
+
+    @property
+    def source(self) -> Path | None:
+        """The TOML file this recipe came from."""
+        return self._source
+
+    def factor_names(self) -> list[str]:
+        """Every factor named by a head or an adversary, in order of first use."""
+        names: list[str] = []
+        for part in [*self.heads, *self.adversaries]:
+            if part.factor not in names:
+                names.append(part.factor)
+        return names
+
+    @property
+    def uses_decoder(self) -> bool:
+        """Whether the decoder is built (it is only when beta_rec > 0)."""
+        return self.decoder is not None and self.loss.beta_rec > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe as plain data (part defaults filled in), ready for TOML."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        parts: list[tuple[dict, PartSection | None]] = [(data["data"], self.data), (data["encoder"], self.encoder)]
+        parts += [(data["codes"][name], code) for name, code in self.codes.items()]
+        parts += list(zip(data.get("heads", []), self.heads)) + list(zip(data.get("adversaries", []), self.adversaries))
+        parts += [(data["factors"][name], factor) for name, factor in self.factors.items()]
+        if self.decoder is not None:
+            parts.append((data["decoder"], self.decoder))
+        for target, section in parts:
+            if section is not None and section._options is not None:
+                target.update(section._options.model_dump(mode="json", exclude_none=True))
+        return data
+
+    def to_toml(self) -> str:
+        """The resolved recipe as TOML text that loads back to the same recipe."""
+        return dump_toml(self.to_dict())
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override, validate and resolve a recipe; raise RecipeError with a message for people."""
+    path = Path(path)
+    if not path.is_file():
+        hint = " (it is a folder)" if path.is_dir() else ""
+        raise RecipeError(f"recipe file not found: {path}{hint}. Give the path to a .toml recipe, e.g. recipes/quickstart.toml")
+    text = path.read_text(encoding="utf-8")
+    return parse_recipe(text, overrides, source=path)
+
+
+def parse_recipe(text: str, overrides: list[str] | tuple[str, ...] = (), *, source: Path | None = None) -> Recipe:
+    """Validate recipe TOML text (see load_recipe)."""
+    where = str(source) if source else "<recipe>"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(_toml_error(where, exc)) from None
+    origins: dict[tuple, str] = {}
+    for override in overrides:
+        key, value = parse_override(override)
+        apply_override(data, key, value, override)
+        origins[key] = override
+    context = _Context(where, text, origins)
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(context.validation_message(exc)) from None
+    recipe._source = source
+    resolve_parts(recipe, context)
+    return recipe
+
+
+def parse_override(override: str) -> tuple[tuple[str | int, ...], Any]:
+    """Split `a.b.c=value` into a key path and a value parsed as a TOML literal (bare text stays a string)."""
+    if "=" not in override:
+        raise RecipeError(
+            f"override {override!r} has no '=': write key=value, e.g. run.epochs=3 or data.root=/path/to/data"
+        )
+    key, _, raw = override.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise RecipeError(f"override {override!r}: the key before '=' must be a dotted path such as run.epochs")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+    return path, value
+
+
+def apply_override(data: dict[str, Any], key: tuple[str | int, ...], value: Any, override: str) -> None:
+    """Set `key` in the nested `data`, creating tables on the way; list entries are addressed by index."""
+    node: Any = data
+    for depth, part in enumerate(key[:-1]):
+        if isinstance(node, list):
+            if not isinstance(part, int) or part >= len(node):
+                raise RecipeError(
+                    f"override {override!r}: {'.'.join(map(str, key[:depth]))} has {len(node)} entries; "
+                    f"address one by index, e.g. {'.'.join(map(str, key[:depth]))}.0.{key[-1]}"
+                )
+            node = node[part]
+        else:
+            nxt = node.setdefault(str(part), {})
+            if not isinstance(nxt, (dict, list)):
+                raise RecipeError(f"override {override!r}: {'.'.join(map(str, key[: depth + 1]))} is a value, not a table")
+            node = nxt
+    last = key[-1]
+    if isinstance(node, list):
+        if not isinstance(last, int) or last >= len(node):
+            raise RecipeError(f"override {override!r}: no entry {last} in a list of {len(node)}")
+        node[last] = value
+    else:
+        node[str(last)] = value
+
+
+# ---------------------------------------------------------------------------------------------
+# Second pass: the parts
+
+
+def resolve_parts(recipe: Recipe, context: _Context | None = None) -> None:
+    """Look every part up in its registry and validate its own keys against its config model."""
+    from factorlab.plugins import get_host
+
+    context = context or _Context(str(recipe.source or "<recipe>"), "", {})
+    host = get_host()
+    errors: list[str] = []
+
+    def resolve(kind: str, name: str, section: PartSection, loc: tuple, name_key: str, skip: set[str]) -> None:
+        try:
+            entry = host.get(kind, name)
+        except UnknownNameError as exc:
+            errors.append(context.line((*loc, name_key), str(exc)))
+            return
+        keys = {k: v for k, v in section.part_keys().items() if k not in skip}
+        try:
+            section._options = entry.config.model_validate(keys)
+        except ValidationError as exc:
+            errors.extend(context.error_lines(exc, prefix=loc))
+
+    resolve("datasets", recipe.data.dataset, recipe.data, ("data",), "dataset", DATA_KEYS)
+    resolve("encoders", recipe.encoder.type, recipe.encoder, ("encoder",), "type", set())
+    for name, code in recipe.codes.items():
+        resolve("branches", code.branch, code, ("codes", name), "branch", set())
+    for i, head in enumerate(recipe.heads):
+        resolve("heads", head.type, head, ("heads", i), "type", set())
+    for i, adversary in enumerate(recipe.adversaries):
+        resolve("adversaries", adversary.type, adversary, ("adversaries", i), "type", set())
+    if recipe.decoder is not None:
+        resolve("decoders", recipe.decoder.type, recipe.decoder, ("decoder",), "type", set())
+    if recipe.loss.reconstruction not in host.registry("losses"):
+        errors.append(context.line(("loss", "reconstruction"), host.registry("losses").unknown_message(recipe.loss.reconstruction)))
+
+    for factor in sorted(set(recipe.factor_names()) | set(recipe.factors)):
+        section = recipe.factors.get(factor) or FactorSection()
+        if factor not in recipe.factors:
+            recipe.factors[factor] = section
+        try:
+            entry = host.get("factors", factor)
+        except UnknownNameError as exc:
+            errors.append(context.line(("factors", factor), str(exc)))
+            continue
+        try:
+            section._options = entry.config.model_validate(section.part_keys())
+        except ValidationError as exc:
+            errors.extend(context.error_lines(exc, prefix=("factors", factor)))
+
+    for kind, parts in (("heads", recipe.heads), ("adversaries", recipe.adversaries)):
+        for i, part in enumerate(parts):
+            if part.code not in recipe.codes:
+                errors.append(
+                    context.line(
+                        (kind, i, "code"),
+                        f"no code named {part.code!r}; the recipe defines {sorted(recipe.codes)} under [codes.<name>]",
+                    )
+                )
+    if recipe.loss.beta_rec > 0 and recipe.decoder is None:
+        errors.append(context.line(("loss", "beta_rec"), "beta_rec > 0 needs a decoder: add a [decoder] section (type = 'deconv6')"))
+    if not recipe.heads:
+        errors.append(context.line(("heads",), "a recipe needs at least one [[heads]] entry (factor, code, type)"))
+    if errors:
+        raise RecipeError(context.header() + "\n".join(f"  {e}" for e in errors))
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors for people
+
+
+class _Context:
+    """Where recipe values came from: the file (and its text, to find lines) and the overrides."""
+
+    def __init__(self, where: str, text: str, origins: dict[tuple, str]) -> None:
+        self.where, self.lines, self.origins = where, text.splitlines(), origins
+
+    def header(self) -> str:
+        return f"invalid recipe {self.where}:\n"
+
+    def line(self, loc: tuple, message: str) -> str:
+        key = ".".join(str(p) for p in loc)
+        for origin_key, override in self.origins.items():
+            if tuple(loc[: len(origin_key)]) == origin_key or origin_key[: len(loc)] == tuple(loc):
+                return f"{key}: {message} (from the command-line override {override!r})"
+        lineno = _find_line(self.lines, loc)
+        at = f"{self.where}:{lineno}: " if lineno else f"{self.where}: "
+        return f"{at}{key}: {message}"
+
+    def error_lines(self, exc: ValidationError, prefix: tuple = ()) -> list[str]:
+        out = []
+        for err in exc.errors():
+            loc = (*prefix, *err["loc"])
+            message = err["msg"]
+            if err["type"] == "extra_forbidden":
+                message = "unknown key; check its spelling (`factorlab ls` lists the parts, the docs their keys)"
+            elif err["type"] == "missing":
+                message = "required key is missing"
+            out.append(self.line(loc, message))
+        return out
+
+    def validation_message(self, exc: ValidationError) -> str:
+        return self.header() + "\n".join(f"  {line}" for line in self.error_lines(exc))
+
+
+def _toml_error(where: str, exc: tomllib.TOMLDecodeError) -> str:
+    match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+    message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+    if match:
+        return f"TOML syntax error in {where}:{match.group(1)}:{match.group(2)}: {message}"
+    return f"TOML syntax error in {where}: {message}"
+
+
+def _find_line(lines: list[str], loc: tuple) -> int | None:
+    """Best effort: the 1-based line where the key `loc` is written in the TOML text."""
+    tables = [p for p in loc if isinstance(p, str)]
+    best: int | None = None
+    # Try the longest table prefix that appears as a header, then the key below it.
+    for cut in range(len(loc), 0, -1):
+        head, rest = loc[:cut], loc[cut:]
+        header_line = _find_header(lines, head)
+        if header_line is None:
+            continue
+        best = header_line
+        if rest:
+            key = str(rest[0])
+            for i in range(header_line, len(lines)):
+                text = lines[i].strip()
+                if text.startswith("["):
+                    break
+                if re.match(rf"{re.escape(key)}\s*[=.]", text):
+                    return i + 1
+        return best
+    # Top-level key or dotted key at the top: search for `first.rest =`.
+    if tables:
+        dotted = ".".join(str(p) for p in loc if not isinstance(p, int))
+        for i, text in enumerate(lines):
+            if re.match(rf"\s*{re.escape(dotted)}\s*=", text):
+                return i + 1
+    return best
+
+
+def _find_header(lines: list[str], head: tuple) -> int | None:
+    if head and isinstance(head[-1], int):
+        name, index = ".".join(str(p) for p in head[:-1]), head[-1]
+        seen = -1
+        for i, text in enumerate(lines):
+            if re.match(rf"\s*\[\[\s*{re.escape(name)}\s*\]\]", text):
+                seen += 1
+                if seen == index:
+                    return i + 1
+        return None
+    if any(isinstance(p, int) for p in head):
+        return None
+    name = ".".join(head)
+    for i, text in enumerate(lines):
+        if re.match(rf"\s*\[\s*{re.escape(name)}\s*\]", text):
+            return i + 1
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# TOML output
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """Write plain data (dicts, lists of dicts, scalars) as TOML."""
+    out: list[str] = []
+    _dump_table(data, (), out)
+    return "\n".join(out).strip() + "\n"
+
+
+def _is_table_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _dump_table(table: dict[str, Any], path: tuple[str, ...], out: list[str], array: bool = False) -> None:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict) and not _is_table_list(v)}
+    if path and (scalars or array or not table):
+        out.append("")
+        name = ".".join(_key(p) for p in path)
+        out.append(f"[[{name}]]" if array else f"[{name}]")
+    for key, value in scalars.items():
+        out.append(f"{_key(key)} = {_value(value)}")
+    for key, value in table.items():
+        if isinstance(value, dict):
+            _dump_table(value, (*path, key), out)
+        elif _is_table_list(value):
+            for item in value:
+                _dump_table(item, (*path, key), out, array=True)
+
+
+def _key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _string(key)
+
+
+def _string(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return f'"{escaped}"'
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value) if not isinstance(value, float) or value == value else "nan"
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, Path):
+        return _string(str(value))
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")

@@ -1,0 +1,54 @@
+"""Helpers for testing factorlab and factorlab plugins (plugin authors import these in their own tests)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from factorlab.plugins import PluginHost, get_host, load_plugins, reset_host
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m factorlab ARGS` in a real subprocess; returns the completed process (text output)."""
+    full_env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "factorlab", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+def write_plugin_distribution(site: Path, dist: str, module: str, source: str, *, entry: str | None = None, version: str = "1.0") -> Path:
+    """Write an installed-looking distribution (module + `*.dist-info` with entry points) into `site`.
+
+    Put `site` on PYTHONPATH (or sys.path) and the plugin is discovered through real entry-point
+    metadata, exactly as a pip-installed plugin would be.
+    """
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text(f"[factorlab]\n{entry or dist} = {module}\n", encoding="utf-8")
+    return site
+
+
+@contextlib.contextmanager
+def registered_plugin(name: str, plugin: Any) -> Iterator[PluginHost]:
+    """Load the installed plugins plus `plugin` (a module or object with hookimpls) for the duration of a block."""
+    previous = get_host()
+    host = load_plugins(extra={name: plugin})
+    reset_host(host)
+    try:
+        yield host
+    finally:
+        reset_host(previous)

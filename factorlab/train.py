@@ -1,0 +1,535 @@
+"""The training loop: alternating adversary and main steps (paper eq. 1-3), evaluation, checkpoints.
+
+Per batch, the codes are computed once. Adversary step: each adversary is updated alone on the
+DETACHED codes with cross-entropy to the true labels (L_adv). Main step: encoder, branches, heads
+(and decoder) are updated with beta_rec L_r + beta_cls sum L_cls + beta_adv sum L_adv_En, the
+adversaries frozen (their parameters get no gradient) while gradient flows through them to the codes.
+Computing the codes once is exact: the encoder does not change during the adversary step.
+
+Works unchanged under `torchrun --nproc_per_node=N -m factorlab run ...` (DistributedDataParallel).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from factorlab import losses
+from factorlab.data.loading import augment, build_dataset, epoch_order, eval_loader, make_loader, to_device
+from factorlab.errors import FactorlabError
+from factorlab.model import Disentangler, build_model, resolve_factors
+from factorlab.recipe import Recipe, load_recipe
+
+CHECKPOINTS = "checkpoints"
+
+
+class NonFiniteLoss(FactorlabError):
+    """A loss became NaN or Inf."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment
+
+
+@dataclass
+class Dist:
+    """This process's place in a (possibly single-process) distributed run."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def init_distributed(device_type: str) -> Dist:
+    """Join the process group torchrun set up (gloo on CPU, nccl on GPU); a no-op otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' -> cuda (this process's GPU) if available, else cpu."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FactorlabError(f"run.device = {name!r} but no CUDA device is available; use run.device=cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of the forward passes (a no-op in fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimisation
+
+
+def make_optimizer(params, config) -> torch.optim.Optimizer:
+    """An optimiser from an [optim.main] / [optim.adversary] section."""
+    params = [p for p in params if p.requires_grad]
+    if config.name == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    cls = torch.optim.AdamW if config.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=config.lr, betas=(config.momentum, 0.999), weight_decay=config.weight_decay)
+
+
+def make_schedule(optimizer, optim, total_steps: int, steps_per_epoch: int):
+    """Per-step learning-rate multiplier: warm-up, then constant / cosine / step decay."""
+
+    def factor(step: int) -> float:
+        if optim.warmup_steps and step < optim.warmup_steps:
+            return (step + 1) / optim.warmup_steps
+        if optim.schedule == "cosine":
+            progress = (step - optim.warmup_steps) / max(1, total_steps - optim.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        if optim.schedule == "step":
+            return 0.1 ** (step // max(1, optim.step_epochs * steps_per_epoch))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ---------------------------------------------------------------------------------------------
+# The step
+
+
+@dataclass
+class Trainer:
+    """Holds the model, the optimisers and the loss modules; `step` runs one alternating update."""
+
+    recipe: Recipe
+    model: Disentangler
+    device: torch.device
+    dist_info: Dist = field(default_factory=Dist)
+    total_steps: int = 1
+
+    def __post_init__(self) -> None:
+        from factorlab.plugins import get_host
+
+        recipe = self.recipe
+        self.model.to(self.device)
+        if recipe.run.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.net: nn.Module = self.model.net
+        self.adv: nn.Module = self.model.adversaries
+        if self.dist_info.active:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model.net, device_ids=ids)
+            if len(self.model.adversaries.adversaries):
+                self.adv = nn.parallel.DistributedDataParallel(self.model.adversaries, device_ids=ids)
+        if recipe.run.compile:
+            self.net = torch.compile(self.net)
+        self.main_opt = make_optimizer(self.model.net.parameters(), recipe.optim.main)
+        adv_params = list(self.model.adversaries.parameters())
+        self.adv_opt = make_optimizer(adv_params, recipe.optim.adversary) if adv_params else None
+        scaler_on = recipe.run.precision == "fp16" and self.device.type == "cuda"
+        self.main_scaler = torch.amp.GradScaler(self.device.type, enabled=scaler_on)
+        self.adv_scaler = torch.amp.GradScaler(self.device.type, enabled=scaler_on)
+        self.classification = losses.ClassificationLoss()
+        self.adversary_loss = losses.AdversaryLoss()
+        rec_entry = get_host().get("losses", recipe.loss.reconstruction)
+        self.reconstruction = rec_entry.factory(rec_entry.config()) if recipe.uses_decoder else None
+        self.step_count = 0
+
+    def step(self, images: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One alternating update; returns detached per-term losses and correct counts (on the device)."""
+        recipe, model = self.recipe, self.model
+        progress = min(1.0, self.step_count / max(1, self.total_steps))
+        with autocast(self.device, recipe.run.precision):
+            out = self.net(images)
+        codes = out["codes"]
+        stats: dict[str, torch.Tensor] = {}
+
+        # 1. Adversary step: detached codes, only the adversaries move.
+        links = model.adversaries.links
+        if links:
+            detached = {name: code.detach() for name, code in codes.items()}
+            for _ in range(recipe.optim.adversary_steps):
+                with autocast(self.device, recipe.run.precision):
+                    adv_logits = self.adv(detached)
+                adv_loss = sum(self.adversary_loss(adv_logits[link.key], labels[link.factor]) for link in links)
+                self.adv_opt.zero_grad(set_to_none=True)
+                self.adv_scaler.scale(adv_loss).backward()
+                self.adv_scaler.step(self.adv_opt)
+                self.adv_scaler.update()
+            for link in links:
+                stats[f"adversary/{link.factor}/{link.code}/loss"] = self.adversary_loss(
+                    adv_logits[link.key].detach(), labels[link.factor]
+                )
+                stats[f"adversary/{link.factor}/{link.code}/correct"] = _correct(adv_logits[link.key], labels[link.factor])
+
+        # 2. Main step: adversaries frozen, gradient flows through them to the codes.
+        total = images.new_zeros((), dtype=torch.float32)
+        for link in model.net.head_links:
+            loss = self.classification(out["logits"][link.key], labels[link.factor])
+            stats[f"head/{link.factor}/{link.code}/loss"] = loss.detach()
+            stats[f"head/{link.factor}/{link.code}/correct"] = _correct(out["logits"][link.key], labels[link.factor])
+            total = total + recipe.loss.beta_cls * loss
+        if links:
+            model.adversaries.requires_grad_(False)
+            for link in links:
+                adversary = model.adversaries.adversaries[link.key]
+                with autocast(self.device, recipe.run.precision):
+                    loss = adversary.encoder_loss(codes[link.code].flatten(1), labels[link.factor], progress)
+                stats[f"encoder_adv/{link.factor}/{link.code}/loss"] = loss.detach()
+                total = total + recipe.loss.beta_adv * loss
+        if self.reconstruction is not None:
+            loss = self.reconstruction(images, out["reconstruction"].float())
+            stats["reconstruction/loss"] = loss.detach()
+            total = total + recipe.loss.beta_rec * loss
+        stats["total/loss"] = total.detach()
+        self.main_opt.zero_grad(set_to_none=True)
+        self.main_scaler.scale(total).backward()
+        if recipe.optim.clip_grad_norm:
+            self.main_scaler.unscale_(self.main_opt)
+            nn.utils.clip_grad_norm_(self.model.net.parameters(), recipe.optim.clip_grad_norm)
+        self.main_scaler.step(self.main_opt)
+        self.main_scaler.update()
+        if links:
+            model.adversaries.requires_grad_(True)
+        self.step_count += 1
+        return stats
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "main_opt": self.main_opt.state_dict(),
+            "adv_opt": self.adv_opt.state_dict() if self.adv_opt else None,
+            "main_scaler": self.main_scaler.state_dict(),
+            "adv_scaler": self.adv_scaler.state_dict(),
+            "step": self.step_count,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.main_opt.load_state_dict(state["main_opt"])
+        if self.adv_opt and state.get("adv_opt"):
+            self.adv_opt.load_state_dict(state["adv_opt"])
+        self.main_scaler.load_state_dict(state["main_scaler"])
+        self.adv_scaler.load_state_dict(state["adv_scaler"])
+        self.step_count = state["step"]
+
+
+def _correct(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (logits.detach().argmax(dim=1) == target).sum()
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def evaluate(model: Disentangler, dataset, recipe: Recipe, device: torch.device) -> dict[str, float]:
+    """Accuracy of every head and adversary and the mean of each loss term over a split."""
+    was_training = model.training
+    model.eval()
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    for batch in eval_loader(dataset, recipe.run.batch_size, num_workers=recipe.run.num_workers):
+        images, labels = to_device(batch, device, channels_last=recipe.run.channels_last)
+        n = images.shape[0]
+        with autocast(device, recipe.run.precision):
+            out = model.net(images)
+            adv_logits = model.adversaries(out["codes"]) if model.adversaries.links else {}
+        parts = [("head", link, out["logits"]) for link in model.net.head_links]
+        parts += [("adversary", link, adv_logits) for link in model.adversaries.links]
+        for kind, link, logits in parts:
+            prefix = f"{kind}/{link.factor}/{link.code}"
+            target = labels[link.factor]
+            _add(sums, f"{prefix}/correct", _correct(logits[link.key], target))
+            _add(sums, f"{prefix}/loss", losses.classification_loss(logits[link.key], target) * n)
+        for link in model.adversaries.links:
+            adversary = model.adversaries.adversaries[link.key]
+            _add(sums, f"encoder_adv/{link.factor}/{link.code}/loss", losses.uniform_confusion(adv_logits[link.key]) * n)
+        if "reconstruction" in out:
+            _add(sums, "reconstruction/loss", losses.reconstruction_loss(images, out["reconstruction"].float()) * n)
+        count += n
+    model.train(was_training)
+    return _finish(sums, count)
+
+
+def _add(sums: dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
+    sums[key] = sums[key] + value.detach().float() if key in sums else value.detach().float()
+
+
+def _finish(sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
+    """Sums over `count` samples -> means; `.../correct` becomes `.../accuracy`. One host sync."""
+    if not sums:
+        return {}
+    keys = list(sums)
+    values = torch.stack([sums[k] for k in keys]).cpu().tolist()
+    out = {}
+    for key, value in zip(keys, values):
+        name = key[: -len("/correct")] + "/accuracy" if key.endswith("/correct") else key
+        out[name] = value / max(1, count)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints and run folders
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a checkpoint is never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text to a temporary file, then rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict:
+    # numpy's global generator is not used (epoch order has its own seeded generator) and its state
+    # would need unpickling of numpy objects: checkpoints load with weights_only=True.
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint written by factorlab (no code is unpickled)."""
+    if not path.is_file():
+        raise FactorlabError(f"no checkpoint at {path}; a run writes checkpoints/last.pt after its first epoch")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise FactorlabError(f"cannot read checkpoint {path}: {exc}") from None
+
+
+def new_run_dir(recipe: Recipe) -> Path:
+    """runs/<name>-<timestamp>[-k]: created now, never reused."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(recipe.run.output) / f"{recipe.run.name}-{stamp}"
+    path, k = base, 1
+    while True:
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            k += 1
+            path = base.with_name(f"{base.name}-{k}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | None = None) -> Path:
+    """Train a recipe into a run folder and return it."""
+    from factorlab.progress import Reporter
+
+    device_type = "cuda" if recipe.run.device.startswith("cuda") or (recipe.run.device == "auto" and torch.cuda.is_available()) else "cpu"
+    dist_info = init_distributed(device_type)
+    device = resolve_device(recipe.run.device, dist_info.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if recipe.run.deterministic and device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if recipe.run.batch_size % dist_info.world:
+        raise FactorlabError(
+            f"run.batch_size = {recipe.run.batch_size} is not divisible by the {dist_info.world} processes; "
+            "the global batch is split evenly across them"
+        )
+    seed_everything(recipe.run.seed)
+
+    factors = resolve_factors(recipe)
+    train_set = build_dataset(recipe, "train", factors)
+    val_set = build_dataset(recipe, "val", factors)
+    model = build_model(recipe, classes=train_set.classes)
+
+    per_rank = recipe.run.batch_size // dist_info.world
+    steps_per_epoch = len(train_set) // recipe.run.batch_size
+    if recipe.run.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, recipe.run.max_steps_per_epoch)
+    if steps_per_epoch == 0:
+        raise FactorlabError(
+            f"the train split has {len(train_set)} samples, fewer than one batch of run.batch_size = {recipe.run.batch_size}"
+        )
+    trainer = Trainer(recipe, model, device, dist_info, total_steps=steps_per_epoch * recipe.run.epochs)
+    main_sched = make_schedule(trainer.main_opt, recipe.optim, trainer.total_steps, steps_per_epoch)
+    adv_sched = make_schedule(trainer.adv_opt, recipe.optim, trainer.total_steps, steps_per_epoch) if trainer.adv_opt else None
+
+    start_epoch, best, history_steps = 0, -math.inf, 0
+    if resume is not None:
+        trainer.load_state_dict(resume["trainer"])
+        main_sched.load_state_dict(resume["main_sched"])
+        if adv_sched and resume.get("adv_sched"):
+            adv_sched.load_state_dict(resume["adv_sched"])
+        start_epoch, best = resume["epoch"] + 1, resume["best"]
+        _set_rng_state(resume["rng"])
+    if rundir is None:
+        rundir = new_run_dir(recipe) if dist_info.main else None
+        if dist_info.active:
+            holder = [str(rundir) if rundir else None]
+            dist.broadcast_object_list(holder, src=0)
+            rundir = Path(holder[0])
+    rundir = Path(rundir)
+    if dist_info.main:
+        atomic_write_text(rundir / "recipe.toml", recipe.to_toml())
+    best_key = recipe.run.best_metric or (
+        f"head/{recipe.heads[0].factor}/{recipe.heads[0].code}/accuracy" if recipe.heads else "total/loss"
+    )
+    labels_for_balance = None
+    if recipe.data.sampler == "balanced":
+        labels_for_balance = train_set.labels(recipe.data.balance_factor or recipe.heads[0].factor)
+
+    reporter = Reporter(rundir, enabled=dist_info.main, total_epochs=recipe.run.epochs, steps_per_epoch=steps_per_epoch)
+    started = time.perf_counter()
+    images_seen = 0
+    for epoch in range(start_epoch, recipe.run.epochs):
+        order = epoch_order(
+            labels_for_balance, len(train_set), seed=recipe.run.seed, epoch=epoch, balanced=labels_for_balance is not None
+        )
+        order = order[: steps_per_epoch * recipe.run.batch_size][dist_info.rank :: dist_info.world]
+        loader = make_loader(
+            train_set, order, per_rank, num_workers=recipe.run.num_workers, pin_memory=device.type == "cuda"
+        )
+        model.train()
+        sums: dict[str, torch.Tensor] = {}
+        seen = 0
+        first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        reporter.start_epoch(epoch)
+        epoch_start = time.perf_counter()
+        for i, batch in enumerate(loader):
+            images, labels = to_device(batch, device, channels_last=recipe.run.channels_last)
+            generator = torch.Generator().manual_seed(hash((recipe.run.seed, epoch, i, dist_info.rank)) % 2**63)
+            images = augment(images, recipe.data.augment, generator)
+            stats = trainer.step(images, labels)
+            main_sched.step()
+            if adv_sched:
+                adv_sched.step()
+            n = images.shape[0]
+            seen += n
+            bad = ~torch.isfinite(stats["total/loss"])
+            first_bad = torch.where((first_bad < 0) & bad, torch.full_like(first_bad, trainer.step_count - 1), first_bad)
+            for key, value in stats.items():
+                _add(sums, key, value * n if key.endswith("/loss") else value)
+            if (i + 1) % recipe.run.log_every == 0 or i + 1 == steps_per_epoch:
+                _check_finite(first_bad, sums)
+                reporter.step(i + 1, _finish(sums, seen), seen * dist_info.world / (time.perf_counter() - epoch_start))
+        _check_finite(first_bad, sums)
+        images_seen += seen * dist_info.world
+        train_metrics = _finish(sums, seen)
+        record = {"epoch": epoch, "split": "train", **train_metrics}
+        if dist_info.main:
+            reporter.log(record)
+            val_metrics = {}
+            if (epoch + 1) % recipe.run.eval_every == 0 or epoch + 1 == recipe.run.epochs:
+                val_metrics = evaluate(model, val_set, recipe, device)
+                reporter.log({"epoch": epoch, "split": "val", **val_metrics})
+            score = val_metrics.get(best_key, -math.inf)
+            score = -score if best_key.endswith("/loss") else score
+            state = {
+                "trainer": trainer.state_dict(),
+                "main_sched": main_sched.state_dict(),
+                "adv_sched": adv_sched.state_dict() if adv_sched else None,
+                "epoch": epoch,
+                "best": max(best, score),
+                "rng": _rng_state(),
+                "classes": model.classes,
+                "recipe": recipe.to_dict(),
+            }
+            if score > best:
+                best = score
+                atomic_save({"model": state["trainer"]["model"], "epoch": epoch, "classes": model.classes,
+                             "metric": best_key, "value": val_metrics.get(best_key)}, rundir / CHECKPOINTS / "best.pt")
+            atomic_save(state, rundir / CHECKPOINTS / "last.pt")
+            reporter.end_epoch(epoch, train_metrics, val_metrics)
+        if dist_info.active:
+            dist.barrier()
+
+    wall = time.perf_counter() - started
+    if dist_info.main:
+        summary = {
+            "name": recipe.run.name,
+            "rundir": str(rundir),
+            "recipe": recipe.to_dict(),
+            "splits": {},
+            "wall_time_s": wall,
+            "images_per_s": images_seen / wall if wall > 0 else 0.0,
+            "epochs": recipe.run.epochs,
+            "classes": model.classes,
+        }
+        summary["splits"]["val"] = evaluate(model, val_set, recipe, device)
+        summary["splits"]["test"] = evaluate(model, build_dataset(recipe, "test", factors), recipe, device)
+        atomic_write_text(rundir / "summary.json", json.dumps(summary, indent=2))
+        reporter.finish(summary)
+    if dist_info.active:
+        dist.barrier()
+    return rundir
+
+
+def _check_finite(first_bad: torch.Tensor, sums: dict[str, torch.Tensor]) -> None:
+    step = int(first_bad.item())
+    if step < 0:
+        return
+    terms = [key for key, value in sums.items() if key.endswith("/loss") and not torch.isfinite(value)]
+    raise NonFiniteLoss(
+        f"the loss became non-finite at step {step} (terms: {', '.join(terms) or 'total/loss'}); the run stopped. "
+        "The last good checkpoint is kept in checkpoints/last.pt; lower optim.main.lr, set optim.clip_grad_norm, "
+        "or use run.precision=fp32."
+    )
+
+
+def resume_run(rundir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Path:
+    """Continue a run from its last checkpoint, in the same run folder."""
+    rundir = Path(rundir)
+    if not (rundir / "recipe.toml").is_file():
+        raise FactorlabError(f"{rundir} is not a run folder (no recipe.toml); pass the folder `factorlab run` printed")
+    state = load_checkpoint(rundir / CHECKPOINTS / "last.pt")
+    recipe = load_recipe(rundir / "recipe.toml", overrides)
+    metrics = rundir / "metrics.jsonl"
+    if metrics.is_file():  # drop what the killed epoch logged after the checkpoint
+        kept = [line for line in metrics.read_text().splitlines() if line and json.loads(line)["epoch"] <= state["epoch"]]
+        atomic_write_text(metrics, "".join(line + "\n" for line in kept))
+    return run_recipe(recipe, rundir, resume=state)

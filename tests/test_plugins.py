@@ -1,0 +1,142 @@
+"""Plugin discovery through real entry-point metadata, in real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import factorlab
+from factorlab.errors import PluginError, UnknownNameError
+from factorlab.plugins import get_host, load_plugins
+from factorlab.registry import Registry
+from factorlab.testing import registered_plugin, run_cli, write_plugin_distribution
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "recipes" / "quickstart.toml"
+
+GOOD = '''
+import torch
+from pydantic import BaseModel, ConfigDict
+import factorlab
+
+class TinyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scale: float = 1.0
+
+def tiny_branch(config, *, in_shape):
+    """A branch that flattens and scales."""
+    return torch.nn.Flatten()
+
+@factorlab.hookimpl
+def factorlab_register_branches(register):
+    register("tiny", tiny_branch, config=TinyConfig, description="flatten (test plugin)")
+'''
+
+BROKEN_IMPORT = "raise ImportError('this plugin is broken on purpose')\n"
+
+DUPLICATE = '''
+import factorlab
+
+@factorlab.hookimpl
+def factorlab_register_branches(register):
+    register("conv4", lambda config, *, in_shape: None)
+'''
+
+
+def _env(site: Path, **extra: str) -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), **extra}
+
+
+def _plugins_json(env: dict[str, str]) -> dict[str, dict]:
+    result = run_cli("plugins", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    return {info["name"]: info for info in json.loads(result.stdout)}
+
+
+def test_builtin_and_bundled_plugins_load_with_what_they_register() -> None:
+    infos = _plugins_json({})
+    assert {"core", "expression", "identity"} <= set(infos)
+    assert all(infos[n]["status"] == "loaded" for n in ("core", "expression", "identity"))
+    assert infos["expression"]["registered"]["factors"] == ["expression"]
+    assert infos["identity"]["registered"]["factors"] == ["identity"]
+    core = infos["core"]["registered"]
+    assert "inception_resnet_v1" in core["encoders"] and "conv4" in core["branches"] and "synthfaces" in core["datasets"]
+    assert "run" in core["commands"]
+
+
+def test_third_party_distribution_is_discovered_and_usable_from_a_recipe(tmp_path: Path) -> None:
+    site = write_plugin_distribution(tmp_path / "site", "factorlab-tiny", "factorlab_tiny", GOOD)
+    infos = _plugins_json(_env(site))
+    assert infos["factorlab-tiny"]["version"] == "1.0"
+    assert infos["factorlab-tiny"]["registered"] == {"branches": ["tiny"]}
+    result = run_cli("validate", str(QUICKSTART), "codes.exp.branch=tiny", "codes.exp.scale=2.0", env=_env(site))
+    assert result.returncode == 0, result.stderr
+    bad = run_cli("validate", str(QUICKSTART), "codes.exp.branch=tiny", "codes.exp.scal=2.0", env=_env(site))
+    assert bad.returncode == 2 and "codes.exp.scal: unknown key" in bad.stderr
+
+
+def test_broken_plugin_is_reported_by_name_and_the_rest_still_load(tmp_path: Path) -> None:
+    site = write_plugin_distribution(tmp_path / "site", "factorlab-broken", "factorlab_broken", BROKEN_IMPORT)
+    result = run_cli("plugins", "--json", env=_env(site))
+    assert result.returncode == 0
+    assert "plugin 'factorlab-broken' (factorlab_broken) not loaded: import failed: ImportError: this plugin is broken on purpose" in " ".join(result.stderr.split())
+    infos = {info["name"]: info for info in json.loads(result.stdout)}
+    assert infos["factorlab-broken"]["status"] == "failed"
+    assert infos["core"]["status"] == infos["expression"]["status"] == "loaded"
+
+
+def test_duplicate_name_is_an_error_naming_both_plugins(tmp_path: Path) -> None:
+    site = write_plugin_distribution(tmp_path / "site", "factorlab-dup", "factorlab_dup", DUPLICATE)
+    result = run_cli("plugins", env=_env(site))
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert "duplicate branch name 'conv4': registered by plugin 'core' and by plugin 'factorlab-dup'" in message
+    assert "Traceback" not in result.stderr
+
+
+def test_disable_plugins_by_name(tmp_path: Path) -> None:
+    site = write_plugin_distribution(tmp_path / "site", "factorlab-dup", "factorlab_dup", DUPLICATE)
+    infos = _plugins_json(_env(site, FACTORLAB_DISABLE_PLUGINS="factorlab-dup,identity"))
+    assert infos["factorlab-dup"]["status"] == "disabled"
+    assert infos["identity"]["status"] == "disabled"
+    assert infos["expression"]["status"] == "loaded"
+    result = run_cli("validate", str(QUICKSTART), env=_env(site, FACTORLAB_DISABLE_PLUGINS="expression"))
+    assert result.returncode == 2 and "unknown factor 'expression'" in result.stderr
+
+
+def test_misspelt_hook_fails_that_plugin_loudly() -> None:
+    class Misspelt:
+        @factorlab.hookimpl
+        def factorlab_register_branchez(self, register):  # noqa: D102 - the typo is the test
+            pass
+
+    host = load_plugins(extra={"misspelt": Misspelt()})
+    info = next(i for i in host.plugins if i.name == "misspelt")
+    assert info.status == "failed" and "factorlab_register_branchez" in info.error
+    assert "conv4" in host.registry("branches")
+
+
+def test_registered_plugin_fixture_helper_adds_and_removes_parts() -> None:
+    class Extra:
+        @factorlab.hookimpl
+        def factorlab_register_heads(self, register):
+            register("zero_head", lambda config, *, in_features, num_classes: None, description="test")
+
+    with registered_plugin("extra", Extra()) as host:
+        assert host.get("heads", "zero_head").plugin == "extra"
+        assert get_host() is host
+    assert "zero_head" not in get_host().registry("heads")
+
+
+def test_registry_unknown_name_suggests_and_lists() -> None:
+    registry = Registry("encoders")
+    registry.add("small_cnn", lambda c: None, plugin="core")
+    registry.add("timm", lambda c: None, plugin="core")
+    with pytest.raises(UnknownNameError, match=r"unknown encoder 'smal_cnn'\. Did you mean 'small_cnn'\? Registered encoders: 'small_cnn', 'timm'"):
+        registry.get("smal_cnn")
+    with pytest.raises(PluginError, match="registered by plugin 'core' and by plugin 'other'"):
+        registry.add("timm", lambda c: None, plugin="other")
+    assert registry.get("timm").description == "" and len(registry) == 2
