@@ -57,8 +57,12 @@ def factorlab_register_losses(register):
 def factorlab_register_datasets(register):
     from factorlab.data import synthfaces
 
-    register("synthfaces", synthfaces.build, config=synthfaces.SynthFacesConfig,
-             description="procedurally rendered faces with ground-truth factors (no download)")
+    register(
+        "synthfaces",
+        synthfaces.build,
+        config=synthfaces.SynthFacesConfig,
+        description="procedurally rendered faces with ground-truth factors (no download)",
+    )
     from factorlab.data import affectnet, ckplus, fer2013, imagefolder, rafdb
 
     for module in (affectnet, ckplus, fer2013, rafdb, imagefolder):

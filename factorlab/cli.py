@@ -32,7 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     from factorlab.plugins import failed_plugins, get_host
 
     for info in failed_plugins(get_host()):
-        err_console.print(Text.assemble(("warning: ", "bold yellow"), f"plugin {info.name!r} ({info.module}) not loaded: {info.error}"))
+        err_console.print(
+            Text.assemble(
+                ("warning: ", "bold yellow"), f"plugin {info.name!r} ({info.module}) not loaded: {info.error}"
+            )
+        )
     parser = argparse.ArgumentParser(
         prog="factorlab",
         description="Supervised multi-factor disentanglement of face images.",

@@ -222,9 +222,7 @@ def leakage_probes(
 # paper Table 3, generalised: cosine similarity of a code across controlled pairs
 
 
-def _sample_pairs(
-    group: np.ndarray, rng: np.random.Generator, attempts: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _sample_pairs(group: np.ndarray, rng: np.random.Generator, attempts: int) -> tuple[np.ndarray, np.ndarray]:
     """Random pairs (i, j) with group[i] == group[j], drawn uniformly within the anchor's group."""
     order = np.argsort(group, kind="stable")
     _, start, size = np.unique(group[order], return_index=True, return_counts=True)
@@ -421,6 +419,7 @@ def dci(
     max_test: int = 2000,
     max_dims_per_code: int = 64,
     n_estimators: int = 20,
+    all_features_up_to: int = 16,
     seed: int = 0,
 ) -> dict:
     """DCI with gradient boosted trees (sklearn), over latent dims and aggregated per code.
@@ -428,8 +427,10 @@ def dci(
     Importance of each latent dim for each factor is the trees' feature importance, informativeness
     the test accuracy of the per-factor trees. To stay fast, at most `max_train` train points are
     used, each code with more than `max_dims_per_code` dims is replaced by its leading principal
-    components (fitted on the train points), and `n_estimators` trees are grown (disentanglement_lib
-    uses sklearn's default of 100). A factor whose test classes are missing from train is fitted and
+    components (fitted on the train points), `n_estimators` trees are grown (disentanglement_lib
+    uses sklearn's default of 100), and when there are more than `all_features_up_to` latent dims each
+    split considers a random sqrt(dims) of them (about 10x faster on 128 dims; with few dims, a
+    random subset would credit useless dims, so all are used as in disentanglement_lib). A factor whose test classes are missing from train is fitted and
     scored on stratified halves of the test split. `code_importance` sums each code's dims
     (codes x factors), and the code-level scores are computed from it.
     """
@@ -451,6 +452,7 @@ def dci(
     x_train, x_test = np.concatenate(train_parts, axis=1), np.concatenate(test_parts, axis=1)
 
     factors = list(test_labels)
+    max_features = None if x_train.shape[1] <= all_features_up_to else "sqrt"
     importance = np.zeros((x_train.shape[1], len(factors)))
     informativeness, protocols = {}, {}
     for k, factor in enumerate(factors):
@@ -464,7 +466,7 @@ def dci(
         if len(np.unique(yf)) < 2:  # nothing to learn; importance stays zero
             informativeness[factor] = accuracy(ys, np.full(len(ys), yf[0]))
             continue
-        model = GradientBoostingClassifier(n_estimators=n_estimators, random_state=seed)
+        model = GradientBoostingClassifier(n_estimators=n_estimators, max_features=max_features, random_state=seed)
         model.fit(xf, yf)
         importance[:, k] = np.abs(model.feature_importances_)
         informativeness[factor] = accuracy(ys, model.predict(xs))
@@ -491,7 +493,9 @@ def dci(
 # 2-D projections
 
 
-def project_2d(x: np.ndarray, method: str = "pca", *, max_points: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def project_2d(
+    x: np.ndarray, method: str = "pca", *, max_points: int = 3000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Project (N, D) to (n, 2) with PCA or t-SNE on at most `max_points` points; returns (points, indices used)."""
     x = _flat(x)
     idx = np.sort(np.random.default_rng(seed).permutation(len(x))[:max_points])

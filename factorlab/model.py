@@ -87,7 +87,9 @@ class AdversarySet(nn.Module):
 class Disentangler(nn.Module):
     """The whole model: `net` (main step) and `adversaries` (adversary step)."""
 
-    def __init__(self, net: Network, adversaries: AdversarySet, factors: dict[str, Factor], classes: dict[str, list[str]]):
+    def __init__(
+        self, net: Network, adversaries: AdversarySet, factors: dict[str, Factor], classes: dict[str, list[str]]
+    ):
         super().__init__()
         self.net = net
         self.adversaries = adversaries
@@ -183,6 +185,8 @@ def build_model(recipe, classes: dict[str, list[str]] | None = None) -> Disentan
         with torch.no_grad():
             dummy = {name: torch.zeros(2, *shape) for name, shape in code_shapes.items()}
             in_shape = tuple(concat_codes(dummy, list(code_shapes)).shape[1:])
-        decoder = host.get("decoders", recipe.decoder.type).factory(recipe.decoder.options, in_shape=in_shape, image_size=size)
+        decoder = host.get("decoders", recipe.decoder.type).factory(
+            recipe.decoder.options, in_shape=in_shape, image_size=size
+        )
     net = Network(encoder, branches, heads, head_links, decoder)
     return Disentangler(net, AdversarySet(adversaries, adversary_links), factors, classes)

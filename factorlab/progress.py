@@ -16,7 +16,12 @@ def _short(metrics: dict[str, float]) -> str:
     """A compact one-line view of the key metrics: losses and accuracies."""
     parts = []
     for key, value in metrics.items():
-        name = key.replace("/accuracy", " acc").replace("/loss", " loss").replace("head/", "").replace("adversary/", "adv ")
+        name = (
+            key.replace("/accuracy", " acc")
+            .replace("/loss", " loss")
+            .replace("head/", "")
+            .replace("adversary/", "adv ")
+        )
         parts.append(f"{name} {value:.3f}")
     return "  ".join(parts)
 
@@ -55,7 +60,9 @@ class Reporter:
 
     def step(self, done: int, metrics: dict[str, float], images_per_s: float) -> None:
         if self.progress is not None:
-            shown = {k: v for k, v in metrics.items() if k.startswith(("head/", "adversary/")) and k.endswith("accuracy")}
+            shown = {
+                k: v for k, v in metrics.items() if k.startswith(("head/", "adversary/")) and k.endswith("accuracy")
+            }
             shown["total/loss"] = metrics.get("total/loss", float("nan"))
             self.progress.update(self.task, completed=done, info=f"{_short(shown)}  {images_per_s:.0f} img/s")
 
@@ -77,7 +84,9 @@ class Reporter:
             self.progress = None
         if self.enabled:
             acc = {k: v for k, v in val.items() if k.endswith("accuracy")}
-            console.print(f"epoch {epoch + 1}/{self.total_epochs}  train loss {train.get('total/loss', float('nan')):.4f}  val {_short(acc)}")
+            console.print(
+                f"epoch {epoch + 1}/{self.total_epochs}  train loss {train.get('total/loss', float('nan')):.4f}  val {_short(acc)}"
+            )
 
     def finish(self, summary: dict) -> None:
         """The closing summary table."""
@@ -89,7 +98,11 @@ class Reporter:
         table.add_column("metric")
         for split in summary["splits"]:
             table.add_column(split, justify="right")
-        keys = [k for k in next(iter(summary["splits"].values())) if k.endswith("accuracy") or k.startswith("reconstruction")]
+        keys = [
+            k
+            for k in next(iter(summary["splits"].values()))
+            if k.endswith("accuracy") or k.startswith("reconstruction")
+        ]
         for key in keys:
             table.add_row(key, *(f"{summary['splits'][s].get(key, float('nan')):.4f}" for s in summary["splits"]))
         console.print(table)

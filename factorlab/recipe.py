@@ -78,7 +78,9 @@ class AugmentSection(Section):
     """Training-time augmentation, applied on the device to uint8 batches."""
 
     flip: bool = Field(False, description="Random horizontal flip (expressions are left-right symmetric classes).")
-    crop: float = Field(0.0, ge=0.0, le=0.5, description="Random crop: up to this fraction of the side is cut, resized back.")
+    crop: float = Field(
+        0.0, ge=0.0, le=0.5, description="Random crop: up to this fraction of the side is cut, resized back."
+    )
     color_jitter: float = Field(0.0, ge=0.0, le=1.0, description="Brightness/contrast/saturation jitter strength.")
 
 
@@ -90,7 +92,9 @@ class DataSection(PartSection):
     sampler: Literal["random", "balanced"] = Field(
         "random", description="'balanced' draws each class of `balance_factor` equally often (AffectNet is ~35:1)."
     )
-    balance_factor: str | None = Field(None, description="Factor that 'balanced' sampling balances; None = first head's.")
+    balance_factor: str | None = Field(
+        None, description="Factor that 'balanced' sampling balances; None = first head's."
+    )
     augment: AugmentSection = Field(default_factory=AugmentSection)
 
 
@@ -154,7 +158,9 @@ class OptimSection(Section):
 
     main: OptimizerSection = Field(default_factory=OptimizerSection)
     adversary: OptimizerSection = Field(default_factory=OptimizerSection)
-    schedule: Literal["constant", "cosine", "step"] = Field("constant", description="Learning-rate schedule (per step).")
+    schedule: Literal["constant", "cosine", "step"] = Field(
+        "constant", description="Learning-rate schedule (per step)."
+    )
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
     step_epochs: int = Field(10, ge=1, description="'step' schedule: epochs between x0.1 decays.")
     clip_grad_norm: float | None = Field(None, gt=0.0, description="Clip the main step's gradient norm (None = off).")
@@ -234,7 +240,9 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     path = Path(path)
     if not path.is_file():
         hint = " (it is a folder)" if path.is_dir() else ""
-        raise RecipeError(f"recipe file not found: {path}{hint}. Give the path to a .toml recipe, e.g. recipes/quickstart.toml")
+        raise RecipeError(
+            f"recipe file not found: {path}{hint}. Give the path to a .toml recipe, e.g. recipes/quickstart.toml"
+        )
     text = path.read_text(encoding="utf-8")
     return parse_recipe(text, overrides, source=path)
 
@@ -293,7 +301,9 @@ def apply_override(data: dict[str, Any], key: tuple[str | int, ...], value: Any,
         else:
             nxt = node.setdefault(str(part), {})
             if not isinstance(nxt, (dict, list)):
-                raise RecipeError(f"override {override!r}: {'.'.join(map(str, key[: depth + 1]))} is a value, not a table")
+                raise RecipeError(
+                    f"override {override!r}: {'.'.join(map(str, key[: depth + 1]))} is a value, not a table"
+                )
             node = nxt
     last = key[-1]
     if isinstance(node, list):
@@ -339,7 +349,11 @@ def resolve_parts(recipe: Recipe, context: _Context | None = None) -> None:
     if recipe.decoder is not None:
         resolve("decoders", recipe.decoder.type, recipe.decoder, ("decoder",), "type", set())
     if recipe.loss.reconstruction not in host.registry("losses"):
-        errors.append(context.line(("loss", "reconstruction"), host.registry("losses").unknown_message(recipe.loss.reconstruction)))
+        errors.append(
+            context.line(
+                ("loss", "reconstruction"), host.registry("losses").unknown_message(recipe.loss.reconstruction)
+            )
+        )
 
     for factor in sorted(set(recipe.factor_names()) | set(recipe.factors)):
         section = recipe.factors.get(factor) or FactorSection()
@@ -365,7 +379,11 @@ def resolve_parts(recipe: Recipe, context: _Context | None = None) -> None:
                     )
                 )
     if recipe.loss.beta_rec > 0 and recipe.decoder is None:
-        errors.append(context.line(("loss", "beta_rec"), "beta_rec > 0 needs a decoder: add a [decoder] section (type = 'deconv6')"))
+        errors.append(
+            context.line(
+                ("loss", "beta_rec"), "beta_rec > 0 needs a decoder: add a [decoder] section (type = 'deconv6')"
+            )
+        )
     if not recipe.heads:
         errors.append(context.line(("heads",), "a recipe needs at least one [[heads]] entry (factor, code, type)"))
     if errors:

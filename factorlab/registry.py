@@ -30,11 +30,26 @@ class Entry:
     plugin: str
 
 
+SINGULAR = {
+    "encoders": "encoder",
+    "branches": "branch",
+    "heads": "head",
+    "adversaries": "adversary",
+    "decoders": "decoder",
+    "losses": "loss",
+    "datasets": "data set",
+    "factors": "factor",
+    "metrics": "metric",
+    "commands": "command",
+}
+
+
 class Registry:
     """Name -> Entry for one kind of part; duplicates fail, unknown names list the choices."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
+        self.singular = SINGULAR.get(kind, kind.rstrip("s"))
         self._entries: dict[str, Entry] = {}
 
     def add(
@@ -48,15 +63,15 @@ class Registry:
     ) -> Entry:
         """Register `factory` under `name`; a name taken by another plugin is an error."""
         if not isinstance(name, str) or not name:
-            raise PluginError(f"plugin {plugin!r} registered a {self.kind[:-1]} with an empty or non-string name")
+            raise PluginError(f"plugin {plugin!r} registered a {self.singular} with an empty or non-string name")
         if name in self._entries:
             other = self._entries[name].plugin
             raise PluginError(
-                f"duplicate {self.kind[:-1]} name {name!r}: registered by plugin {other!r} and by plugin {plugin!r}; "
+                f"duplicate {self.singular} name {name!r}: registered by plugin {other!r} and by plugin {plugin!r}; "
                 f"disable one with FACTORLAB_DISABLE_PLUGINS={plugin}"
             )
         if config is not None and not (isinstance(config, type) and issubclass(config, BaseModel)):
-            raise PluginError(f"plugin {plugin!r}: config of {self.kind[:-1]} {name!r} must be a pydantic model class")
+            raise PluginError(f"plugin {plugin!r}: config of {self.singular} {name!r} must be a pydantic model class")
         doc = description or (factory.__doc__ or "").strip().splitlines()[0:1]
         if isinstance(doc, list):
             doc = doc[0] if doc else ""
@@ -76,7 +91,7 @@ class Registry:
         close = difflib.get_close_matches(str(name), choices, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         listed = ", ".join(repr(c) for c in choices) or "(none registered)"
-        return f"unknown {self.kind[:-1]} {name!r}.{hint} Registered {self.kind}: {listed}"
+        return f"unknown {self.singular} {name!r}.{hint} Registered {self.kind}: {listed}"
 
     def names(self) -> list[str]:
         """Registered names, sorted."""

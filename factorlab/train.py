@@ -168,61 +168,72 @@ class Trainer:
 
     def step(self, images: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One alternating update; returns detached per-term losses and correct counts (on the device)."""
-        recipe, model = self.recipe, self.model
-        progress = min(1.0, self.step_count / max(1, self.total_steps))
-        with autocast(self.device, recipe.run.precision):
+        with autocast(self.device, self.recipe.run.precision):
             out = self.net(images)
-        codes = out["codes"]
+        stats = self.adversary_step(out["codes"], labels)
+        stats.update(self.main_step(images, out, labels))
+        self.step_count += 1
+        return stats
+
+    def adversary_step(
+        self, codes: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Update each adversary alone on the detached codes (L_adv_exp); nothing else moves."""
+        links = self.model.adversaries.links
         stats: dict[str, torch.Tensor] = {}
+        if not links:
+            return stats
+        detached = {name: code.detach() for name, code in codes.items()}
+        for _ in range(self.recipe.optim.adversary_steps):
+            with autocast(self.device, self.recipe.run.precision):
+                logits = self.adv(detached)
+            per_link = [self.adversary_loss(logits[link.key], labels[link.factor]) for link in links]
+            self.adv_opt.zero_grad(set_to_none=True)
+            self.adv_scaler.scale(sum(per_link)).backward()
+            self.adv_scaler.step(self.adv_opt)
+            self.adv_scaler.update()
+        for link, loss in zip(links, per_link):
+            stats[f"adversary/{link.factor}/{link.code}/loss"] = loss.detach()
+            stats[f"adversary/{link.factor}/{link.code}/correct"] = _correct(logits[link.key], labels[link.factor])
+        return stats
 
-        # 1. Adversary step: detached codes, only the adversaries move.
-        links = model.adversaries.links
-        if links:
-            detached = {name: code.detach() for name, code in codes.items()}
-            for _ in range(recipe.optim.adversary_steps):
-                with autocast(self.device, recipe.run.precision):
-                    adv_logits = self.adv(detached)
-                adv_loss = sum(self.adversary_loss(adv_logits[link.key], labels[link.factor]) for link in links)
-                self.adv_opt.zero_grad(set_to_none=True)
-                self.adv_scaler.scale(adv_loss).backward()
-                self.adv_scaler.step(self.adv_opt)
-                self.adv_scaler.update()
-            for link in links:
-                stats[f"adversary/{link.factor}/{link.code}/loss"] = self.adversary_loss(
-                    adv_logits[link.key].detach(), labels[link.factor]
-                )
-                stats[f"adversary/{link.factor}/{link.code}/correct"] = _correct(adv_logits[link.key], labels[link.factor])
+    def main_step(self, images: torch.Tensor, out: dict, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Update encoder, branches, heads (and decoder) with beta_rec L_r + beta_cls L_cls + beta_adv L_adv_En.
 
-        # 2. Main step: adversaries frozen, gradient flows through them to the codes.
+        The adversaries are frozen: their parameters get no gradient, which flows through them to the codes.
+        """
+        recipe, model = self.recipe, self.model
+        codes, links = out["codes"], model.adversaries.links
+        progress = min(1.0, self.step_count / max(1, self.total_steps))
+        stats: dict[str, torch.Tensor] = {}
         total = images.new_zeros((), dtype=torch.float32)
         for link in model.net.head_links:
             loss = self.classification(out["logits"][link.key], labels[link.factor])
             stats[f"head/{link.factor}/{link.code}/loss"] = loss.detach()
             stats[f"head/{link.factor}/{link.code}/correct"] = _correct(out["logits"][link.key], labels[link.factor])
             total = total + recipe.loss.beta_cls * loss
-        if links:
-            model.adversaries.requires_grad_(False)
+        model.adversaries.requires_grad_(False)
+        try:
             for link in links:
                 adversary = model.adversaries.adversaries[link.key]
                 with autocast(self.device, recipe.run.precision):
                     loss = adversary.encoder_loss(codes[link.code].flatten(1), labels[link.factor], progress)
                 stats[f"encoder_adv/{link.factor}/{link.code}/loss"] = loss.detach()
                 total = total + recipe.loss.beta_adv * loss
-        if self.reconstruction is not None:
-            loss = self.reconstruction(images, out["reconstruction"].float())
-            stats["reconstruction/loss"] = loss.detach()
-            total = total + recipe.loss.beta_rec * loss
-        stats["total/loss"] = total.detach()
-        self.main_opt.zero_grad(set_to_none=True)
-        self.main_scaler.scale(total).backward()
+            if self.reconstruction is not None:
+                loss = self.reconstruction(images, out["reconstruction"].float())
+                stats["reconstruction/loss"] = loss.detach()
+                total = total + recipe.loss.beta_rec * loss
+            stats["total/loss"] = total.detach()
+            self.main_opt.zero_grad(set_to_none=True)
+            self.main_scaler.scale(total).backward()
+        finally:
+            model.adversaries.requires_grad_(True)
         if recipe.optim.clip_grad_norm:
             self.main_scaler.unscale_(self.main_opt)
             nn.utils.clip_grad_norm_(self.model.net.parameters(), recipe.optim.clip_grad_norm)
         self.main_scaler.step(self.main_opt)
         self.main_scaler.update()
-        if links:
-            model.adversaries.requires_grad_(True)
-        self.step_count += 1
         return stats
 
     def state_dict(self) -> dict:
@@ -275,7 +286,9 @@ def evaluate(model: Disentangler, dataset, recipe: Recipe, device: torch.device)
             _add(sums, f"{prefix}/loss", losses.classification_loss(logits[link.key], target) * n)
         for link in model.adversaries.links:
             adversary = model.adversaries.adversaries[link.key]
-            _add(sums, f"encoder_adv/{link.factor}/{link.code}/loss", losses.uniform_confusion(adv_logits[link.key]) * n)
+            _add(
+                sums, f"encoder_adv/{link.factor}/{link.code}/loss", losses.uniform_confusion(adv_logits[link.key]) * n
+            )
         if "reconstruction" in out:
             _add(sums, "reconstruction/loss", losses.reconstruction_loss(images, out["reconstruction"].float()) * n)
         count += n
@@ -368,7 +381,11 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
     """Train a recipe into a run folder and return it."""
     from factorlab.progress import Reporter
 
-    device_type = "cuda" if recipe.run.device.startswith("cuda") or (recipe.run.device == "auto" and torch.cuda.is_available()) else "cpu"
+    device_type = (
+        "cuda"
+        if recipe.run.device.startswith("cuda") or (recipe.run.device == "auto" and torch.cuda.is_available())
+        else "cpu"
+    )
     dist_info = init_distributed(device_type)
     device = resolve_device(recipe.run.device, dist_info.local_rank)
     if device.type == "cuda":
@@ -397,7 +414,9 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
         )
     trainer = Trainer(recipe, model, device, dist_info, total_steps=steps_per_epoch * recipe.run.epochs)
     main_sched = make_schedule(trainer.main_opt, recipe.optim, trainer.total_steps, steps_per_epoch)
-    adv_sched = make_schedule(trainer.adv_opt, recipe.optim, trainer.total_steps, steps_per_epoch) if trainer.adv_opt else None
+    adv_sched = (
+        make_schedule(trainer.adv_opt, recipe.optim, trainer.total_steps, steps_per_epoch) if trainer.adv_opt else None
+    )
 
     start_epoch, best, history_steps = 0, -math.inf, 0
     if resume is not None:
@@ -428,7 +447,11 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
     images_seen = 0
     for epoch in range(start_epoch, recipe.run.epochs):
         order = epoch_order(
-            labels_for_balance, len(train_set), seed=recipe.run.seed, epoch=epoch, balanced=labels_for_balance is not None
+            labels_for_balance,
+            len(train_set),
+            seed=recipe.run.seed,
+            epoch=epoch,
+            balanced=labels_for_balance is not None,
         )
         order = order[: steps_per_epoch * recipe.run.batch_size][dist_info.rank :: dist_info.world]
         loader = make_loader(
@@ -451,7 +474,9 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
             n = images.shape[0]
             seen += n
             bad = ~torch.isfinite(stats["total/loss"])
-            first_bad = torch.where((first_bad < 0) & bad, torch.full_like(first_bad, trainer.step_count - 1), first_bad)
+            first_bad = torch.where(
+                (first_bad < 0) & bad, torch.full_like(first_bad, trainer.step_count - 1), first_bad
+            )
             for key, value in stats.items():
                 _add(sums, key, value * n if key.endswith("/loss") else value)
             if (i + 1) % recipe.run.log_every == 0 or i + 1 == steps_per_epoch:
@@ -481,8 +506,16 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
             }
             if score > best:
                 best = score
-                atomic_save({"model": state["trainer"]["model"], "epoch": epoch, "classes": model.classes,
-                             "metric": best_key, "value": val_metrics.get(best_key)}, rundir / CHECKPOINTS / "best.pt")
+                atomic_save(
+                    {
+                        "model": state["trainer"]["model"],
+                        "epoch": epoch,
+                        "classes": model.classes,
+                        "metric": best_key,
+                        "value": val_metrics.get(best_key),
+                    },
+                    rundir / CHECKPOINTS / "best.pt",
+                )
             atomic_save(state, rundir / CHECKPOINTS / "last.pt")
             reporter.end_epoch(epoch, train_metrics, val_metrics)
         if dist_info.active:
@@ -530,6 +563,8 @@ def resume_run(rundir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Pat
     recipe = load_recipe(rundir / "recipe.toml", overrides)
     metrics = rundir / "metrics.jsonl"
     if metrics.is_file():  # drop what the killed epoch logged after the checkpoint
-        kept = [line for line in metrics.read_text().splitlines() if line and json.loads(line)["epoch"] <= state["epoch"]]
+        kept = [
+            line for line in metrics.read_text().splitlines() if line and json.loads(line)["epoch"] <= state["epoch"]
+        ]
         atomic_write_text(metrics, "".join(line + "\n" for line in kept))
     return run_recipe(recipe, rundir, resume=state)

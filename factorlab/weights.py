@@ -62,7 +62,7 @@ class WeightSet:
     source: str
     file_name: str
     approx_size: str
-    sha256: str | None  # of the stored file, where one exact file is expected
+    sha256: str | None  # of the stored file, where one exact file is known
     folded_bn: bool
     how_to_get: str
 
@@ -92,7 +92,8 @@ WEIGHT_SETS: dict[str, WeightSet] = {
         source=f"{SOURCE_PACKAGE}=={SOURCE_VERSION} ({SOURCE_GRAPH}), converted offline",
         file_name="20180408-102900-casia-webface.safetensors",
         approx_size="94 MB",
-        sha256=None,  # checked against the manifest written beside it at conversion time
+        # The conversion is deterministic (tested); on load the file is checked against the manifest beside it.
+        sha256="abda68def5f5147f9f2bad603eea7c8fd443594413deab68d097f13590a960ca",
         folded_bn=True,
         how_to_get=f"{INSTALL_HINT}; factorlab weights fetch casia-webface",
     ),
@@ -145,7 +146,7 @@ def needs_frozen_bn(weights: str) -> bool:
 
         try:
             with safe_open(str(path), framework="pt") as f:
-                return (f.metadata() or {}).get("folded_bn") == "true"
+                return bool(json.loads((f.metadata() or {}).get("factorlab", "{}")).get("folded_bn", False))
         except Exception:  # an unreadable file is reported by the loader, with the reason
             return False
     return False
@@ -363,6 +364,13 @@ def _const_value(node: Any) -> np.ndarray:
     return np.broadcast_to(values if values.size > 1 else values.reshape(()), shape).copy()
 
 
+class _Consts(dict):
+    """Graph constants by name; a name the mapping needs but the graph lacks is a WeightsError."""
+
+    def __missing__(self, name: str) -> np.ndarray:
+        raise WeightsError(f"the graph has no constant {name}: not the facenet Inception-ResNet-V1 graph expected")
+
+
 def graph_consts(path: Path) -> tuple[dict[str, np.ndarray], Any]:
     """Every float Const of a frozen GraphDef (name -> value), and the GraphDef; needs no TensorFlow."""
     try:
@@ -372,9 +380,9 @@ def graph_consts(path: Path) -> tuple[dict[str, np.ndarray], Any]:
     graph = graph_pb2.GraphDef()
     graph.ParseFromString(path.read_bytes())
     dt_float = 1  # tensorflow DataType DT_FLOAT
-    consts = {
-        n.name: _const_value(n) for n in graph.node if n.op == "Const" and n.attr["value"].tensor.dtype == dt_float
-    }
+    consts = _Consts(
+        (n.name, _const_value(n)) for n in graph.node if n.op == "Const" and n.attr["value"].tensor.dtype == dt_float
+    )
     return consts, graph
 
 
@@ -468,7 +476,11 @@ def convert_graph_to_state_dict(path: Path) -> dict[str, torch.Tensor]:
     left_over = sorted(set(consts) - used)
     missing = sorted(set(expected) - set(state))
     unknown = sorted(set(state) - set(expected))
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in state if k in expected and state[k].shape != expected[k].shape]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+        for k in state
+        if k in expected and state[k].shape != expected[k].shape
+    ]
     if left_over or missing or unknown or wrong:
         raise WeightsError(
             f"conversion of {path} is incomplete: {len(left_over)} graph constants unused {left_over[:5]}, "
@@ -499,7 +511,9 @@ def _put_conv(put: Callable[..., None], consts: dict[str, np.ndarray], scope: st
     put(f"{prefix}.bn.num_batches_tracked", torch.tensor(0), None)
 
 
-def _check_graph_hyperparameters(model: torch.nn.Module, consts: dict[str, np.ndarray], graph: Any, used: set[str]) -> None:
+def _check_graph_hyperparameters(
+    model: torch.nn.Module, consts: dict[str, np.ndarray], graph: Any, used: set[str]
+) -> None:
     """The scalar float constants are not weights: block scales and epsilons; check they equal the model's."""
     for name, value in consts.items():
         if not name.endswith("/mul/x"):
@@ -511,7 +525,9 @@ def _check_graph_hyperparameters(model: torch.nn.Module, consts: dict[str, np.nd
         used.add(name)
     for n in graph.node:
         if n.op == "FusedBatchNorm" and abs(n.attr["epsilon"].f - model.last_bn.eps) > 1e-7:
-            raise WeightsError(f"{n.name}: epsilon {n.attr['epsilon'].f}, the model's last_bn.eps is {model.last_bn.eps}")
+            raise WeightsError(
+                f"{n.name}: epsilon {n.attr['epsilon'].f}, the model's last_bn.eps is {model.last_bn.eps}"
+            )
     for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
         if abs(bn.eps - TF_BN_EPS) > 1e-9:
             raise WeightsError(f"a BatchNorm2d of the model has eps {bn.eps}, the graph's folding assumes {TF_BN_EPS}")
@@ -542,8 +558,10 @@ def convert_casia_webface(out: Path | None = None) -> dict[str, Any]:
     graph_path, version = source_graph()
     state = convert_graph_to_state_dict(graph_path)
     out = Path(out) if out is not None else WEIGHT_SETS["casia-webface"].path()
-    # No timestamp in the file's own metadata: the same source gives the same bytes (and sha256).
-    metadata = {"name": "casia-webface", "source": f"{SOURCE_PACKAGE}=={version}", "folded_bn": "true"}
+    # One metadata key (safetensors writes several in random order) and no timestamp: the same source gives the
+    # same bytes, hence the known sha256.
+    info = {"name": "casia-webface", "source": f"{SOURCE_PACKAGE}=={version}", "folded_bn": True}
+    metadata = {"factorlab": json.dumps(info, sort_keys=True)}
     _atomic_write(out, lambda tmp: save_file(state, str(tmp), metadata=metadata))
     try:
         from factorlab import __version__ as converter_version
@@ -581,13 +599,13 @@ def fetch(name: str, *, force: bool = False) -> dict[str, Any]:
     if name not in WEIGHT_SETS:
         raise WeightsError(f"unknown weight set {name!r}; known: {', '.join(WEIGHT_SETS)}")
     path = WEIGHT_SETS[name].path()
-    if force and path.is_file():
-        path.unlink()
     if name == "casia-webface":
-        if path.is_file():
-            verify_manifest(path)
+        if force or not path.is_file():
+            convert_casia_webface(path)  # atomic: a present file is replaced only by a complete one
         else:
-            convert_casia_webface(path)
+            verify_manifest(path)
+    elif force and path.is_file():
+        download(VGGFACE2_URL, path, timeout=float(os.environ.get("FACTORLAB_DOWNLOAD_TIMEOUT", "10")))
     else:
         resolve(name)
     return describe(name)

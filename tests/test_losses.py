@@ -41,7 +41,7 @@ def logits_arrays(draw, bound: float = 30.0, max_batch: int = 6, max_classes: in
 
 def reference_uniform_confusion(logits: torch.Tensor) -> float:
     """-(1/K) sum log softmax, averaged over rows, in float64."""
-    return float(-torch.log_softmax(logits.double(), dim=-1).mean())
+    return float(-torch.log_softmax(logits.detach().double(), dim=-1).mean())
 
 
 @settings(deadline=None, max_examples=60)
@@ -122,7 +122,9 @@ def test_uniform_confusion_is_finite_and_correct_for_huge_logits_in_any_dtype(x:
     computed_tol = 2 * FP32_U * max_abs + 1e-5  # float32 arithmetic on the given (rounded) logits
     rounding_tol = 2 * UNIT_ROUNDOFF[dtype] * max_abs  # rounding the float64 logits to `dtype`
     assert float(loss.detach()) == pytest.approx(reference_uniform_confusion(logits.detach()), abs=computed_tol)
-    assert float(loss.detach()) == pytest.approx(reference_uniform_confusion(torch.tensor(x)), abs=computed_tol + rounding_tol)
+    assert float(loss.detach()) == pytest.approx(
+        reference_uniform_confusion(torch.tensor(x)), abs=computed_tol + rounding_tol
+    )
     loss.backward()
     assert logits.grad.dtype == dtype
     assert torch.isfinite(logits.grad).all()
@@ -153,7 +155,7 @@ def test_cross_entropy_losses_match_torch_and_have_the_softmax_gradient(x: np.nd
     for loss in (adversary_loss, classification_loss, AdversaryLoss(), ClassificationLoss()):
         logits = torch.tensor(x, dtype=torch.float32, requires_grad=True)
         value = loss(logits, target)
-        assert float(value) == pytest.approx(float(expected), rel=1e-6, abs=1e-5)
+        assert float(value.detach()) == pytest.approx(float(expected), rel=1e-6, abs=1e-5)
         value.backward()
         grad = (torch.softmax(torch.tensor(x), dim=-1) - F.one_hot(target, k)) / b
         torch.testing.assert_close(logits.grad.double(), grad, atol=1e-6, rtol=1e-5)
@@ -183,10 +185,10 @@ def test_log_softmax_runs_in_float32_under_autocast(dtype) -> None:
     assert logits.dtype == dtype  # autocast did lower the layer's precision...
     for value, expected in [
         (confusion, reference_uniform_confusion(logits)),
-        (adversary, float(F.cross_entropy(logits.double(), target))),
+        (adversary, float(F.cross_entropy(logits.detach().double(), target))),
     ]:
         assert value.dtype == torch.float32  # ...but not the loss's
-        assert float(value) == pytest.approx(expected, rel=1e-5)
+        assert float(value.detach()) == pytest.approx(expected, rel=1e-5)
 
 
 @settings(deadline=None, max_examples=40)

@@ -40,7 +40,9 @@ def run_command(parser: argparse.ArgumentParser) -> Handler:
             rundir = resume_run(args.resume, overrides=args.overrides)
         else:
             if not args.recipe:
-                raise FactorlabError("factorlab run needs a recipe file (or --resume RUNDIR), e.g. factorlab run recipes/quickstart.toml")
+                raise FactorlabError(
+                    "factorlab run needs a recipe file (or --resume RUNDIR), e.g. factorlab run recipes/quickstart.toml"
+                )
             overrides = list(args.overrides) + ([f"run.output={json.dumps(str(args.out))}"] if args.out else [])
             rundir = run_recipe(load_recipe(args.recipe, overrides))
         console.print(f"run folder: {rundir}")
@@ -83,7 +85,9 @@ def plugins_command(parser: argparse.ArgumentParser) -> Handler:
             table.add_column(column)
         for info in infos:
             registered = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in info.registered.items())
-            status = {"loaded": "[green]loaded[/]", "disabled": "[yellow]disabled[/]"}.get(info.status, "[red]failed[/]")
+            status = {"loaded": "[green]loaded[/]", "disabled": "[yellow]disabled[/]"}.get(
+                info.status, "[red]failed[/]"
+            )
             table.add_row(info.name, info.version, info.module, status, registered or info.error)
         console.print(table)
         return 0

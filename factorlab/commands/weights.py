@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console(highlight=False)
@@ -41,10 +42,12 @@ def add_weights_command(parser: argparse.ArgumentParser) -> Handler:
         if args.weights_command == "fetch":
             started = time.perf_counter()
             info = fetch(args.name, force=args.force)
-            console.print(f"[green]ok[/]: {info['name']} at {info['path']}")
+            console.print(f"[green]ok[/]: {info['name']} at {escape(info['path'])}")
             console.print(f"  {info['size']:,} bytes, sha256 {info['sha256']} ({time.perf_counter() - started:.1f} s)")
             if info["folded_bn"]:
-                console.print("  BatchNorm is folded into the convolutions: the trunk keeps BN in eval mode when fine-tuned")
+                console.print(
+                    "  BatchNorm is folded into the convolutions: the trunk keeps BN in eval mode when fine-tuned"
+                )
             return 0
         if args.weights_command != "list":
             parser.print_help()
@@ -53,14 +56,19 @@ def add_weights_command(parser: argparse.ArgumentParser) -> Handler:
         if args.json:
             print(json.dumps(infos, indent=2))
             return 0
-        table = Table("name", "present", "path", "size", "sha256", "source / how to get")
+        table = Table("name", "status", "file, source, how to get", show_lines=True)
+        table.columns[0].no_wrap = True
+        table.columns[1].no_wrap = True
+        table.columns[2].overflow = "fold"
         for info in infos:
-            present = "[green]yes[/]" if info["present"] else "[red]no[/]"
+            status = "[green]present[/]" if info["present"] else "[red]absent[/]"
             if info.get("verified") is False:
-                present = "[red]corrupt[/]"
-            size = f"{info['size'] / 1e6:.1f} MB" if info["size"] else f"~{info['expected_size']}"
-            sha = (info["sha256"] or "")[:16]
-            table.add_row(info["name"], present, info["path"], size, sha, f"{info['source']}\n{info['how_to_get']}")
+                status = "[red]corrupt[/] (sha256 differs from its manifest)"
+            size = f"{info['size']:,} bytes" if info["size"] else f"about {info['expected_size']}"
+            sha = f", sha256 {info['sha256']}" if info["sha256"] else ""
+            bn = "\nBatchNorm folded: trunk BN stays in eval mode" if info["folded_bn"] else ""
+            details = f"{info['path']}\n{size}{sha}\nsource: {info['source']}\nget: {info['how_to_get']}{bn}"
+            table.add_row(info["name"], status, escape(details))
         console.print(table)
         return 0
 

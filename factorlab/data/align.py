@@ -26,7 +26,7 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     """Resize to (size, size) with Pillow's antialiased bilinear filter."""
     if image.shape[0] == size and image.shape[1] == size:
         return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
+    return np.array(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -81,7 +81,7 @@ def align_landmarks(image: np.ndarray, landmarks: np.ndarray, size: int, margin:
     warped = Image.fromarray(image).transform(
         (size, size), Image.Transform.AFFINE, inverse.ravel(), Image.Resampling.BILINEAR
     )
-    return np.asarray(warped)
+    return np.array(warped)
 
 
 class MTCNNDetector:

@@ -135,7 +135,7 @@ class Cache:
     def image(self, i: int) -> np.ndarray:
         """Image i of the cache, uint8 (S, S, 3)."""
         k = int(np.searchsorted(self.offsets, i, side="right")) - 1
-        return np.asarray(self.shard(k)[i - self.offsets[k]])
+        return np.array(self.shard(k)[i - self.offsets[k]])  # a copy: the memory map is read-only
 
     def images(self, indices: np.ndarray) -> np.ndarray:
         """Images at `indices`, uint8 (B, S, S, 3): one fancy-indexed read per shard touched."""

@@ -18,7 +18,9 @@ def build_dataset(recipe, split: str, factors: dict[str, Factor]) -> FactorDatas
     entry = get_host().get("datasets", recipe.data.dataset)
     dataset = entry.factory(recipe.data.options, split=split, image_size=recipe.data.image_size, factors=factors)
     if len(dataset) == 0:
-        raise DataError(f"data set {recipe.data.dataset!r} has no samples in its {split!r} split; check data.root and its options")
+        raise DataError(
+            f"data set {recipe.data.dataset!r} has no samples in its {split!r} split; check data.root and its options"
+        )
     missing = [name for name in factors if name not in dataset.classes]
     if missing:
         raise DataError(
@@ -73,7 +75,9 @@ def eval_loader(dataset: Dataset, batch_size: int, *, num_workers: int = 0) -> D
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
 
 
-def to_device(batch: dict, device: torch.device, *, channels_last: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def to_device(
+    batch: dict, device: torch.device, *, channels_last: bool = False
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """uint8 images -> float [0, 1] on the device (normalised there, not in workers), labels -> int64."""
     images = batch["image"].to(device, non_blocking=True)
     images = images.float().div_(255.0)
@@ -97,7 +101,9 @@ def augment(images: torch.Tensor, config, generator: torch.Generator) -> torch.T
         theta[:, 0, 0], theta[:, 1, 1] = scale, scale
         theta[:, :, 2] = shift
         grid = torch.nn.functional.affine_grid(theta.to(images), [n, 3, side, side], align_corners=False)
-        images = torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        images = torch.nn.functional.grid_sample(
+            images, grid, mode="bilinear", padding_mode="border", align_corners=False
+        )
     if config.color_jitter > 0:
         s = config.color_jitter
         bright = 1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * s

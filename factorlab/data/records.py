@@ -146,7 +146,7 @@ def read_image(path: Path, where: str = "") -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()  # Pillow decodes lazily: load() is where a truncated file fails
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))  # a writable copy: torch warns on read-only arrays
     except UnidentifiedImageError:
         raise DataError(f"{prefix}{path} is not an image Pillow can read; replace it or set on_error=skip") from None
     except (OSError, SyntaxError, ValueError) as exc:

@@ -14,7 +14,9 @@ from typing import Any
 from factorlab.plugins import PluginHost, get_host, load_plugins, reset_host
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | str | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Run `python -m factorlab ARGS` in a real subprocess; returns the completed process (text output)."""
     full_env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
     return subprocess.run(
@@ -27,7 +29,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | str | Non
     )
 
 
-def write_plugin_distribution(site: Path, dist: str, module: str, source: str, *, entry: str | None = None, version: str = "1.0") -> Path:
+def write_plugin_distribution(
+    site: Path, dist: str, module: str, source: str, *, entry: str | None = None, version: str = "1.0"
+) -> Path:
     """Write an installed-looking distribution (module + `*.dist-info` with entry points) into `site`.
 
     Put `site` on PYTHONPATH (or sys.path) and the plugin is discovered through real entry-point

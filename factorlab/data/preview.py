@@ -1,0 +1,51 @@
+"""`factorlab data preview`: a picture grid of a data set."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from factorlab.errors import FactorlabError, RecipeError
+
+
+def image_grid(images: list[np.ndarray], columns: int, pad: int = 2) -> np.ndarray:
+    """Tile equally sized uint8 (H, W, 3) images into rows of `columns`, white padding between."""
+    if not images:
+        raise FactorlabError("nothing to show: the data set returned no images")
+    h, w = images[0].shape[:2]
+    rows = -(-len(images) // columns)
+    grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), 255, dtype=np.uint8)
+    for k, image in enumerate(images):
+        r, c = divmod(k, columns)
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = image
+    return grid
+
+
+def preview_dataset(name: str, options: list[str], *, image_size: int, out: Path) -> Path:
+    """Write a preview PNG of data set `name` configured by `key=value` options; returns the path."""
+    from factorlab.plugins import get_host
+    from factorlab.recipe import parse_override
+
+    entry = get_host().get("datasets", name)
+    values: dict = {}
+    for option in options:
+        key, value = parse_override(option)
+        values[".".join(map(str, key))] = value
+    try:
+        config = entry.config.model_validate(values)
+    except Exception as exc:
+        raise RecipeError(f"data set {name!r} options: {exc}") from None
+    # A data set module may offer its own `preview_grid` (SynthFaces: identities x expressions).
+    preview = getattr(importlib.import_module(entry.factory.__module__), "preview_grid", None)
+    if preview is not None:
+        grid = preview(config, image_size=image_size)
+    else:
+        dataset = entry.factory(config, split="train", image_size=image_size, factors={})
+        count = min(len(dataset), 64)
+        grid = image_grid([dataset.image(i) for i in range(count)], columns=8)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(out)
+    return out

@@ -1,0 +1,98 @@
+"""Decoders: concatenated codes -> image in [0, 1] (the paper's De is `deconv6`).
+
+The decoder's input is the channel concatenation of the codes (`concat_codes`): a flat code (B, D) is
+viewed as (B, D, 1, 1) and, when other codes are spatial, repeated over their H x W.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from factorlab.errors import RecipeError
+
+Five = tuple[int, int, int, int, int]
+
+
+def concat_codes(codes: Sequence[Tensor]) -> Tensor:
+    """Channel-concatenate codes (B, D) or (B, C, H, W) into one (B, sum C, H, W) tensor."""
+    maps = [c if c.dim() == 4 else c.flatten(1)[:, :, None, None] for c in codes]
+    sizes = {tuple(m.shape[-2:]) for m in maps if m.shape[-2:] != (1, 1)}
+    if len(sizes) > 1:
+        raise RecipeError(
+            f"codes with different spatial sizes {sorted(sizes)} cannot be concatenated for the decoder; "
+            f"give the branches the same strides, or make all but one code flat."
+        )
+    h, w = sizes.pop() if sizes else (1, 1)
+    return torch.cat([m.expand(-1, -1, h, w) for m in maps], dim=1)
+
+
+class Deconv6Config(BaseModel):
+    """Options of the `deconv6` decoder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    widths: Five = Field(
+        (256, 128, 64, 32, 16),
+        description="Output channels of the first five deconv layers; the sixth outputs the 3 image channels.",
+    )
+    negative_slope: float = Field(0.2, ge=0.0, description="Slope of the leaky ReLUs for negative inputs.")
+
+
+class Deconv6(nn.Module):
+    """Six ConvTranspose2d layers, leaky ReLU between them, sigmoid last: codes -> (B, 3, size, size) in [0, 1].
+
+    Layer 1 (stride 1) maps the code map (h, w) onto a base grid of side s = ceil(size / 32): with kernel
+    (s - h + 1, s - w + 1) it is exact, and on a 1x1 (flat) code it is a learned projection onto the grid,
+    as in DCGAN. A code map larger than the grid is average-pooled down to it first. Layers 2-6 (kernel 4,
+    stride 2, padding 1) each double the side: s * 32. Only when `size` is not a multiple of 32 is the
+    image bilinearly resized to `size` at the end (a convex combination, so it stays in [0, 1]).
+    """
+
+    def __init__(self, in_channels: int, in_hw: tuple[int, int], image_size: int, widths: Five, slope: float) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self.grid = math.ceil(image_size / 32)
+        self.in_hw = (min(in_hw[0], self.grid), min(in_hw[1], self.grid))
+        h, w = self.in_hw
+        channels = [in_channels, *widths, 3]
+        layers: list[nn.Module] = [nn.ConvTranspose2d(in_channels, widths[0], (self.grid - h + 1, self.grid - w + 1))]
+        for c_in, c_out in zip(channels[1:-1], channels[2:], strict=True):
+            layers += [nn.LeakyReLU(slope, inplace=True), nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)]
+        layers.append(nn.Sigmoid())
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, codes: Tensor | Sequence[Tensor]) -> Tensor:
+        x = codes if isinstance(codes, Tensor) else concat_codes(codes)
+        if x.dim() == 2:
+            x = x[:, :, None, None]
+        if tuple(x.shape[-2:]) != self.in_hw:
+            x = F.adaptive_avg_pool2d(x, self.in_hw)
+        x = self.layers(x)
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        return x
+
+
+def deconv6(config: Deconv6Config, *, in_shape: tuple[int, ...], image_size: int) -> Deconv6:
+    """Six deconvolutions with leaky ReLU, sigmoid last (the paper's De); `in_shape` is (C,) or (C, H, W)."""
+    if len(in_shape) not in (1, 3):
+        raise RecipeError(f"decoder deconv6 takes codes of shape (C,) or (C, H, W), got {tuple(in_shape)}")
+    hw = (1, 1) if len(in_shape) == 1 else (in_shape[1], in_shape[2])
+    return Deconv6(in_shape[0], hw, image_size, config.widths, config.negative_slope)
+
+
+KIND = "decoders"
+PARTS = [
+    (
+        "deconv6",
+        deconv6,
+        Deconv6Config,
+        "Six transposed convolutions with leaky ReLU, sigmoid last (the paper's De); output at the input size.",
+    ),
+]

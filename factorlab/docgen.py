@@ -1,0 +1,95 @@
+"""Generate docs/reference/recipe.md from the pydantic models (the recipe reference is never written twice).
+
+    python -m factorlab.docgen > docs/reference/recipe.md
+
+A test checks that the committed page equals this output.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from factorlab import recipe as r
+
+
+def _type(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) or str(annotation)
+    return text.replace("typing.", "").replace("pathlib.", "").replace("|", "or").replace("Literal", "one of ")
+
+
+def _default(field) -> str:
+    if field.default is not PydanticUndefined:
+        value = field.default
+        return "`" + (repr(value) if not isinstance(value, str) else f'"{value}"') + "`"
+    if field.default_factory is not None:
+        return "(table)"
+    return "**required**"
+
+
+def fields_table(model: type[BaseModel]) -> list[str]:
+    """A Markdown table of a model's fields: key, type, default, description."""
+    lines = ["| key | type | default | description |", "| --- | --- | --- | --- |"]
+    for name, field in model.model_fields.items():
+        lines.append(f"| `{name}` | {_type(field.annotation)} | {_default(field)} | {field.description or ''} |")
+    return lines
+
+
+SECTIONS = [
+    ("[run]", r.RunSection),
+    ("[data]", r.DataSection),
+    ("[data.augment]", r.AugmentSection),
+    ("[encoder]", r.EncoderSection),
+    ("[codes.NAME]", r.CodeSection),
+    ("[[heads]]", r.HeadSection),
+    ("[[adversaries]]", r.AdversarySection),
+    ("[decoder]", r.DecoderSection),
+    ("[loss]", r.LossSection),
+    ("[optim]", r.OptimSection),
+    ("[optim.main] and [optim.adversary]", r.OptimizerSection),
+]
+
+PART_SECTIONS = [
+    ("datasets", "[data] keys of data set", "dataset"),
+    ("encoders", "[encoder] keys of encoder", "type"),
+    ("branches", "[codes.NAME] keys of branch", "branch"),
+    ("heads", "[[heads]] keys of head", "type"),
+    ("adversaries", "[[adversaries]] keys of adversary", "type"),
+    ("decoders", "[decoder] keys of decoder", "type"),
+    ("losses", "reconstruction loss", "loss.reconstruction"),
+    ("factors", "[factors.NAME] keys of factor", "name"),
+]
+
+
+def recipe_reference() -> str:
+    """The whole recipe reference page as Markdown."""
+    from factorlab.plugins import load_plugins
+
+    host = load_plugins()
+    out = [
+        "# Recipe reference",
+        "",
+        "Generated from the pydantic models by `python -m factorlab.docgen`; do not edit by hand.",
+        "Every section rejects unknown keys. A part's own keys sit in its section beside the key that names it.",
+        "",
+    ]
+    for title, model in SECTIONS:
+        out += [f"## `{title}`", "", (model.__doc__ or "").strip(), "", *fields_table(model), ""]
+    out += ["# Registered parts", ""]
+    for kind, title, key in PART_SECTIONS:
+        for entry in host.registry(kind):
+            if entry.plugin not in ("core", "expression", "identity"):
+                continue
+            out += [f"## {title} `{entry.name}`", "", f"{entry.description} (plugin `{entry.plugin}`)", ""]
+            if entry.config.model_fields:
+                out += [*fields_table(entry.config), ""]
+            else:
+                out += ["No options.", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(recipe_reference())
