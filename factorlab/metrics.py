@@ -78,7 +78,7 @@ def classification_summary(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequ
     return {
         "accuracy": accuracy(y_true, y_pred),
         "macro_f1": macro_f1(confusion),
-        "per_class_accuracy": {name: float(v) for name, v in zip(classes, per_class)},
+        "per_class_accuracy": {name: float(v) for name, v in zip(classes, per_class, strict=True)},
         "confusion": confusion.tolist(),
         "classes": list(classes),
         "n": int(len(_as_ids(y_true))),
@@ -250,6 +250,7 @@ def similarity_table(
     classes: Mapping[str, Sequence[str]] | None = None,
     max_pairs: int = 2000,
     examples: int = 3,
+    center: bool = False,
     seed: int = 0,
 ) -> dict:
     """Mean cosine of `code` over pairs with the same `factor` and all `others` different, versus the reverse.
@@ -257,9 +258,13 @@ def similarity_table(
     "Same" pairs share the factor value and differ in every factor of `others` (default: all other
     factors in `labels`); "reverse" pairs differ in the factor and share every factor of `others`.
     A code that holds the factor and nothing else has a high "same" and a low "reverse" similarity.
+    The paper uses the raw cosine; `center=True` subtracts the mean code first, so that an offset
+    shared by all codes (e.g. non-negative activations) does not lift every similarity.
     """
     others = [f for f in (others if others is not None else labels) if f != factor]
     x = _flat(codes[code])
+    if center:
+        x = x - x.mean(axis=0)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     y = _as_ids(labels[factor])
     other_y = [_as_ids(labels[f]) for f in others]
@@ -291,7 +296,7 @@ def similarity_table(
         result[f"{kind}_pairs"] = int(len(cos))
         result[f"{kind}_examples"] = [
             {"i": int(a), "j": int(b), "labels_i": describe(a), "labels_j": describe(b), "cosine": float(c)}
-            for a, b, c in zip(i[:examples], j[:examples], cos[:examples])
+            for a, b, c in zip(i[:examples], j[:examples], cos[:examples], strict=True)
         ]
     return result
 
@@ -338,7 +343,7 @@ def discrete_entropy(y: np.ndarray) -> float:
 def _concat(codes: Mapping[str, np.ndarray], names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     """Concatenate codes along dims; also return, per dim, the code it came from."""
     arrays = [_flat(codes[name]) for name in names]
-    owner = [name for name, arr in zip(names, arrays) for _ in range(arr.shape[1])]
+    owner = [name for name, arr in zip(names, arrays, strict=True) for _ in range(arr.shape[1])]
     return np.concatenate(arrays, axis=1), owner
 
 
@@ -354,7 +359,8 @@ def mig(
 
     For each factor: MI with every latent dim (20-bin histograms), divided by the factor's entropy;
     the gap between the two largest is the factor's MIG; `mig` is their mean. `code_mi[code][factor]`
-    is the largest normalised MI among the dims of that code.
+    is the largest normalised MI among the dims of that code; the histogram estimate is biased up by
+    about (bins - 1)(classes - 1) / (2 N) nats, which matters for many-class factors on few points.
     """
     names = list(codes)
     x, owner = _concat(codes, names)
@@ -373,7 +379,7 @@ def mig(
         top = np.sort(mi)[::-1]
         per_factor[factor] = float(top[0] - (top[1] if len(top) > 1 else 0.0))
         for name in names:
-            code_mi[name][factor] = float(max(m for m, o in zip(mi, owner) if o == name))
+            code_mi[name][factor] = float(max(m for m, o in zip(mi, owner, strict=True) if o == name))
     finite = [v for v in per_factor.values() if np.isfinite(v)]
     return {"mig": float(np.mean(finite)) if finite else float("nan"), "per_factor": per_factor, "code_mi": code_mi}
 
@@ -428,10 +434,12 @@ def dci(
     the test accuracy of the per-factor trees. To stay fast, at most `max_train` train points are
     used, each code with more than `max_dims_per_code` dims is replaced by its leading principal
     components (fitted on the train points), `n_estimators` trees are grown (disentanglement_lib
-    uses sklearn's default of 100), and when there are more than `all_features_up_to` latent dims each
-    split considers a random sqrt(dims) of them (about 10x faster on 128 dims; with few dims, a
-    random subset would credit useless dims, so all are used as in disentanglement_lib). A factor whose test classes are missing from train is fitted and
-    scored on stratified halves of the test split. `code_importance` sums each code's dims
+    uses sklearn's default of 100), and when there are more than `all_features_up_to` latent dims
+    each split considers a random sqrt(dims) of them (about 10x faster on 128 dims; with few dims a
+    random subset would credit useless dims, so all are used, as in disentanglement_lib). A factor
+    whose test classes are missing from train is fitted and scored on stratified halves of the test
+    split. Tree importances credit noise dims when a factor has many classes and few samples each,
+    so read the code-level scores next to the leakage probes. `code_importance` sums each code's dims
     (codes x factors), and the code-level scores are computed from it.
     """
     from sklearn.ensemble import GradientBoostingClassifier
@@ -479,10 +487,13 @@ def dci(
         "completeness": dims["completeness"],
         "informativeness": float(np.mean(list(informativeness.values()))),
         "per_factor_informativeness": informativeness,
-        "per_factor_completeness": dict(zip(factors, dims["per_factor_completeness"])),
+        "per_factor_completeness": dict(zip(factors, dims["per_factor_completeness"], strict=True)),
         "code_disentanglement": per_code["disentanglement"],
         "code_completeness": per_code["completeness"],
-        "code_importance": {name: dict(zip(factors, row.tolist())) for name, row in zip(names, code_importance)},
+        "code_importance": {
+            name: dict(zip(factors, row.tolist(), strict=True))
+            for name, row in zip(names, code_importance, strict=True)
+        },
         "protocol": protocols,
         "latent_dims": {name: int((owner_arr == name).sum()) for name in names},
         "n_train": int(len(train_idx)),

@@ -34,18 +34,18 @@ def plot_training_curves(records: Iterable[Mapping], path: Path, *, metrics: Seq
     x_key = "epoch" if any("epoch" in r for r in records) else "step"
     skip = {"epoch", "step", "split", "time", "wall_time_s"}
     if metrics is None:
-        metrics = sorted(
-            {k for r in records for k, v in r.items() if k not in skip and isinstance(v, int | float)}
-        )
+        metrics = sorted({k for r in records for k, v in r.items() if k not in skip and isinstance(v, int | float)})
     ncols = min(3, max(1, len(metrics)))
     nrows = max(1, -(-len(metrics) // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.2 * nrows), squeeze=False)
-    for ax, name in zip(axes.flat, metrics):
+    for ax, name in zip(axes.flat, metrics, strict=False):
         splits = sorted({str(r.get("split", "train")) for r in records if name in r})
         for split in splits:
             points = [(r[x_key], r[name]) for r in records if name in r and str(r.get("split", "train")) == split]
             points.sort()
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 50 else None, label=split)
+            ax.plot(
+                [p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 50 else None, label=split
+            )
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(x_key)
         ax.grid(alpha=0.3)
@@ -109,9 +109,7 @@ def plot_projections(
     `points[code]` is `(xy, indices)` as returned by `metrics.project_2d`; the indices select the labels.
     """
     codes, factors = list(points), list(labels)
-    fig, axes = plt.subplots(
-        len(codes), len(factors), figsize=(3.6 * len(factors), 3.3 * len(codes)), squeeze=False
-    )
+    fig, axes = plt.subplots(len(codes), len(factors), figsize=(3.6 * len(factors), 3.3 * len(codes)), squeeze=False)
     for r, code in enumerate(codes):
         xy, idx = points[code]
         for c, factor in enumerate(factors):

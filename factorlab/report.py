@@ -198,7 +198,12 @@ def similarity_tables(result: Mapping) -> list[Table]:
         ["pairs", "mean cosine", "std", "n pairs"],
         [
             [f"same {factor}, different {others}", result["same_mean"], result["same_std"], result["same_pairs"]],
-            [f"different {factor}, same {others}", result["reverse_mean"], result["reverse_std"], result["reverse_pairs"]],
+            [
+                f"different {factor}, same {others}",
+                result["reverse_mean"],
+                result["reverse_std"],
+                result["reverse_pairs"],
+            ],
         ],
         f"Cosine similarity of code '{result['code']}'",
     )
@@ -295,8 +300,12 @@ def read_summary(rundir: Path) -> dict:
     """Read a run's summary.json, with an error that says how to produce it."""
     path = Path(rundir) / "summary.json"
     if not path.is_file():
-        raise FactorlabError(f"{path} not found: is {rundir} a finished run folder? Run `factorlab eval {rundir}` first")
+        raise FactorlabError(
+            f"{path} not found: is {rundir} a finished run folder? Run `factorlab eval {rundir}` first"
+        )
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise FactorlabError(f"{path}, line {err.lineno}: not valid JSON ({err.msg}); delete it and rerun eval") from err
+        raise FactorlabError(
+            f"{path}, line {err.lineno}: not valid JSON ({err.msg}); delete it and rerun eval"
+        ) from err

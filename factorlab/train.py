@@ -444,7 +444,7 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
 
     reporter = Reporter(rundir, enabled=dist_info.main, total_epochs=recipe.run.epochs, steps_per_epoch=steps_per_epoch)
     started = time.perf_counter()
-    images_seen = 0
+    images_seen, train_time = 0, 0.0
     for epoch in range(start_epoch, recipe.run.epochs):
         order = epoch_order(
             labels_for_balance,
@@ -483,6 +483,7 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
                 _check_finite(first_bad, sums)
                 reporter.step(i + 1, _finish(sums, seen), seen * dist_info.world / (time.perf_counter() - epoch_start))
         _check_finite(first_bad, sums)
+        train_time += time.perf_counter() - epoch_start
         images_seen += seen * dist_info.world
         train_metrics = _finish(sums, seen)
         record = {"epoch": epoch, "split": "train", **train_metrics}
@@ -529,7 +530,7 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
             "recipe": recipe.to_dict(),
             "splits": {},
             "wall_time_s": wall,
-            "images_per_s": images_seen / wall if wall > 0 else 0.0,
+            "images_per_s": images_seen / train_time if train_time > 0 else 0.0,
             "epochs": recipe.run.epochs,
             "classes": model.classes,
         }

@@ -325,8 +325,17 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
 def load_inception_resnet_v1(model: InceptionResnetV1, weights: str) -> None:
     """Load the weight set `weights` ("vggface2", "casia-webface" or a file path) into the trunk, checked."""
     path = resolve(weights)
-    verify_manifest(path)
-    state = check_state_dict(model, load_state_dict(path), str(path))
+    try:
+        verify_manifest(path)
+        state = check_state_dict(model, load_state_dict(path), str(path))
+    except WeightsError as exc:
+        if weights not in WEIGHT_SETS:
+            raise
+        ws = WEIGHT_SETS[weights]
+        raise WeightsError(
+            f"{exc}\nThe {weights} weights are {ws.file_name}, about {ws.approx_size}; "
+            f"get them again: factorlab weights fetch {weights} --force"
+        ) from None
     model.load_state_dict(state, strict=False)
 
 

@@ -49,6 +49,7 @@ def test_confusion_and_per_class_accuracy_hand_counted():
     assert summary["confusion"] == expected.tolist()
 
 
+@pytest.mark.filterwarnings("ignore:A single label")  # sklearn's note on one-class inputs, not ours
 @settings(deadline=None, max_examples=40)
 @given(labels_pair())
 def test_confusion_and_macro_f1_agree_with_sklearn(case):
@@ -101,9 +102,7 @@ def test_probes_read_a_linear_code_and_not_noise():
     train = {"own": code[:n_train], "other": noise[:n_train]}
     test = {"own": code[n_train:], "other": noise[n_train:]}
     before = torch.get_rng_state()
-    results = metrics.leakage_probes(
-        train, {"f": y[:n_train]}, test, {"f": y[n_train:]}, {"f": "own"}, steps=150
-    )
+    results = metrics.leakage_probes(train, {"f": y[:n_train]}, test, {"f": y[n_train:]}, {"f": "own"}, steps=150)
     assert torch.equal(before, torch.get_rng_state())  # the caller's RNG stream is untouched
     by = {(r["code"], r["probe"]): r for r in results}
     assert set(by) == {("own", "linear"), ("own", "mlp"), ("other", "linear"), ("other", "mlp")}
@@ -157,6 +156,16 @@ def test_similarity_separates_the_factor_a_code_holds():
     flipped = metrics.similarity_table(codes, labels, "id", "expression", max_pairs=300)
     assert flipped["reverse_mean"] > flipped["same_mean"] + 0.5
     assert metrics.similarity_table(codes, labels, "exp", "expression", max_pairs=300, examples=2, seed=0) == result
+
+
+def test_centering_removes_a_shared_offset():
+    rng = np.random.default_rng(8)
+    labels = {"f": rng.integers(0, 3, 600), "g": rng.integers(0, 3, 600)}
+    codes = {"c": linear_code(labels["f"], 3, 8, rng) + 100.0}  # every code far out along one direction
+    raw = metrics.similarity_table(codes, labels, "c", "f", max_pairs=200)
+    centred = metrics.similarity_table(codes, labels, "c", "f", max_pairs=200, center=True)
+    assert raw["reverse_mean"] > 0.99  # the offset makes everything look alike
+    assert centred["same_mean"] - centred["reverse_mean"] > 0.8
 
 
 # ---------------------------------------------------------------------------------------------

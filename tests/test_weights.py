@@ -245,6 +245,10 @@ def test_vggface2_file_in_torch_home_is_loaded_without_its_logits(tmp_path: Path
         assert torch.equal(value, source.state_dict()[name]), name
     assert not W.needs_frozen_bn(str(path))
 
+    path.write_bytes(path.read_bytes()[: 1 << 20])  # an interrupted copy
+    with pytest.raises(WeightsError, match="about 107 MB; get them again: factorlab weights fetch vggface2 --force"):
+        W.load_inception_resnet_v1(InceptionResnetV1(), "vggface2")
+
 
 # ----------------------------------------------------------------------------------------- unsafe and broken files
 

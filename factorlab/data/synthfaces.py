@@ -98,9 +98,9 @@ class SynthFacesConfig(BaseModel):
 def split_identities(config: SynthFacesConfig) -> dict[str, np.ndarray]:
     """Identity ids of each split (disjoint, sorted), drawn from the seed."""
     order = _seed_rng(config.seed, 0).permutation(config.identities)
+    n_train = round(config.identities * config.train_fraction)
     n_val = round(config.identities * config.val_fraction)
-    n_test = round(config.identities * config.test_fraction)
-    n_train = config.identities - n_val - n_test
+    n_test = config.identities - n_train - n_val
     if min(n_train, n_val, n_test) < 1:
         raise DataError(
             f"synthfaces: identities={config.identities} gives {n_train}/{n_val}/{n_test} train/val/test identities "
@@ -120,7 +120,9 @@ def _split_params(config: SynthFacesConfig, split: str) -> tuple[np.ndarray, np.
     ids = split_identities(config)[split]
     habitual = habitual_expressions(config)
     spi = config.samples_per_identity
-    identity_table = np.array([[identity_params(config.seed, i)[k] for k in IDENTITY_KEYS] for i in range(config.identities)])
+    identity_table = np.array(
+        [[identity_params(config.seed, i)[k] for k in IDENTITY_KEYS] for i in range(config.identities)]
+    )
     rows = []
     for ident in ids:
         traits = dict(zip(IDENTITY_KEYS, identity_table[ident], strict=True))
@@ -288,7 +290,7 @@ class SynthFaces(FactorDataset):
 
     def image(self, index: int) -> np.ndarray:
         """The image of sample `index` as uint8 (H, W, 3)."""
-        return np.asarray(self.images[self.indices[index]])
+        return np.array(self.images[self.indices[index]])  # a writable copy, not a view of the cache
 
     def labels(self, factor: str) -> np.ndarray:
         """Labels of `factor` (ids into `classes[factor]`) of every sample, as int64."""

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from factorlab.errors import DataError
+
 RENDERER_VERSION = 1
 
 EXPRESSIONS = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
@@ -205,9 +207,14 @@ def identity_params(seed: int, identity: int) -> dict[str, float]:
 
 
 def sample_params(
-    seed: int, index: int, identity: dict[str, float], expression: int, difficulty: float, rng=None
+    seed: int,
+    index: int,
+    identity: Mapping[str, float],
+    expression: int,
+    difficulty: float,
+    rng: np.random.Generator | None = None,
 ) -> dict[str, float]:
-    """Expression intensity/jitter and nuisances of one sample, drawn from (seed, global index)."""
+    """Expression intensity/jitter and nuisances of one sample, drawn from (seed, global index) or `rng`."""
     rng = rng if rng is not None else _seed_rng(seed, 2, index)
     d = float(difficulty)
     p: dict[str, float] = dict(identity)
@@ -218,7 +225,7 @@ def sample_params(
         p[f"jit_{name}"] = float(jitter)
     u = rng.uniform(-1, 1, 7)
     p.update(
-        tx=0.07 * d * u[0], ty=0.02 + 0.07 * d * u[1], scale=0.92 * (1 + 0.1 * d * u[2]),
+        tx=0.07 * d * u[0], ty=0.07 + 0.07 * d * u[1], scale=1.08 * (1 + 0.1 * d * u[2]),
         rotation=math.radians(12) * d * u[3], yaw=0.5 * d * u[4], light_angle=math.pi * u[5],
         light_strength=0.3 * d * rng.random(), brightness=1 + 0.12 * d * u[6],
     )  # fmt: skip
@@ -542,5 +549,5 @@ def render(params: Mapping[str, float], image_size: int) -> np.ndarray:
     """Render one sample's parameters -> uint8 (image_size, image_size, 3); a pure function of its inputs."""
     missing = [k for k in PARAM_KEYS if k not in params]
     if missing:
-        raise KeyError(f"render: parameters {missing} are missing; see PARAM_KEYS")
+        raise DataError(f"synthfaces render: parameters {missing} are missing; every key of PARAM_KEYS is needed")
     return render_batch({k: np.array([params[k]]) for k in PARAM_KEYS}, image_size)[0]

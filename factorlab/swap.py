@@ -1,0 +1,519 @@
+"""Code swapping and image synthesis (the paper's Fig. 2), and scoring swaps against the true image.
+
+For two images X1, X2 the model gives codes c1, c2. X1' = De(c1) and X2' = De(c2) are the plain
+reconstructions; X1'' = De(c1 with the swapped codes taken from c2) and X2'' likewise. With the
+paper's two codes and `names=("exp",)`, X1'' is X1's identity (and everything else of X1) with X2's
+expression.
+
+On SynthFaces the renderer knows the true X1'': X1 re-rendered with the factors of the swapped codes
+(the factors their heads predict) taken from X2. `score_swaps` compares every decoded swap with it
+(PSNR, SSIM) and asks a judge, a classifier trained on true SynthFaces images, which expression and
+identity it sees; the same scores for X1 itself, X2 itself and the plain reconstruction X1' are the
+trivial answers a swap has to beat.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor, nn
+
+from factorlab.errors import FactorlabError
+from factorlab.model import Disentangler
+
+# ---------------------------------------------------------------------------------------------
+# Swapping
+
+
+def swap_codes(
+    codes_a: dict[str, Tensor], codes_b: dict[str, Tensor], names: Sequence[str]
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(a with b's `names` codes, b with a's `names` codes); the other codes stay where they are."""
+    missing = [name for name in names if name not in codes_a or name not in codes_b]
+    if missing:
+        raise FactorlabError(f"cannot swap code(s) {missing}: the model's codes are {sorted(codes_a)}")
+    a = {k: (codes_b[k] if k in names else v) for k, v in codes_a.items()}
+    b = {k: (codes_a[k] if k in names else v) for k, v in codes_b.items()}
+    return a, b
+
+
+@dataclass
+class Swap:
+    """Originals, reconstructions and swaps of a batch of pairs, each (B, 3, H, W) in [0, 1]."""
+
+    x1: Tensor
+    x2: Tensor
+    rec1: Tensor  # X1'
+    rec2: Tensor  # X2'
+    swap1: Tensor  # X1'': X1 with X2's swapped codes
+    swap2: Tensor  # X2'': X2 with X1's swapped codes
+    names: tuple[str, ...]
+
+    def columns(self) -> list[tuple[str, str, Tensor]]:
+        """(label, group, images) of the grid's six columns, in the paper's order."""
+        what = "swap " + "+".join(self.names)
+        return [
+            ("X1", "original", self.x1),
+            ("X2", "original", self.x2),
+            ("X1'", "reconstruction", self.rec1),
+            ("X2'", "reconstruction", self.rec2),
+            ("X1''", what, self.swap1),
+            ("X2''", what, self.swap2),
+        ]
+
+
+def check_swappable(model: Disentangler, names: Sequence[str]) -> tuple[str, ...]:
+    """The code names to swap, checked against the model (it needs a decoder and those codes)."""
+    if model.net.decoder is None:
+        raise FactorlabError(
+            "this run has no decoder, so it cannot synthesise images: train a recipe with a [decoder] section and "
+            "loss.beta_rec > 0, e.g. factorlab run recipes/synth/identity-swap.toml"
+        )
+    names = tuple(dict.fromkeys(names))
+    unknown = [name for name in names if name not in model.code_names]
+    if unknown or not names:
+        raise FactorlabError(
+            f"--codes {','.join(names) or '(none)'}: the run's codes are {model.code_names}; "
+            f"choose one or more of them, e.g. --codes {model.code_names[0]}"
+        )
+    return names
+
+
+@torch.no_grad()
+def synthesize(model: Disentangler, x1: Tensor, x2: Tensor, names: Sequence[str] = ("exp",)) -> Swap:
+    """Encode both batches, decode the reconstructions and the swaps of the codes `names`."""
+    names = check_swappable(model, names)
+    device = next(model.parameters()).device
+    x1, x2 = x1.to(device).float(), x2.to(device).float()
+    c1, c2 = model.encode(x1), model.encode(x2)
+    s1, s2 = swap_codes(c1, c2, names)
+    # one decoder call for all four outputs (the model is in eval mode: no image affects another)
+    out = model.decode({k: torch.cat([c1[k], c2[k], s1[k], s2[k]]) for k in c1}).float().clamp(0, 1)
+    rec1, rec2, swap1, swap2 = out.chunk(4)
+    return Swap(x1, x2, rec1, rec2, swap1, swap2, names)
+
+
+def default_codes(model: Disentangler) -> tuple[str, ...]:
+    """The code swapped when none is named: the one whose head reads expression, else the first code."""
+    for link in model.net.head_links:
+        if link.factor == "expression":
+            return (link.code,)
+    return (model.code_names[0],)
+
+
+def moved_factors(model: Disentangler, names: Sequence[str]) -> list[str]:
+    """The factors a swap of `names` moves: those predicted by a head that reads one of those codes."""
+    return list(dict.fromkeys(link.factor for link in model.net.head_links if link.code in names))
+
+
+# ---------------------------------------------------------------------------------------------
+# The grid
+
+PAD = 4  # pixels between tiles
+GROUP_GAP = 12  # extra space between originals, reconstructions and swaps
+HEADER = 34  # two lines of column labels
+MIN_TILE = 128  # small images are enlarged (nearest neighbour, whole pixels) to at least this side
+
+
+def tile_scale(image_size: int) -> int:
+    """The whole-number enlargement of each tile: images are shown at least MIN_TILE pixels wide."""
+    return max(1, math.ceil(MIN_TILE / image_size))
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except Exception:  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """Where each tile of a swap grid lies: `pairs` rows of six tiles, a header, a label column."""
+
+    pairs: int
+    tile: int
+    label_width: int = 0
+
+    def box(self, row: int, col: int) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom) of the tile of pair `row`, column `col` (0-5: X1 X2 X1' X2' X1'' X2'')."""
+        left = self.label_width + PAD + col * (self.tile + PAD) + (col // 2) * GROUP_GAP
+        top = HEADER + PAD + row * (self.tile + PAD)
+        return left, top, left + self.tile, top + self.tile
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the whole grid."""
+        right = self.box(0, 5)[2] + PAD
+        bottom = self.box(self.pairs - 1, 0)[3] + PAD
+        return right, bottom
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [0, 1] -> uint8 (B, H, W, 3)."""
+    return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def swap_grid(swap: Swap, row_labels: Sequence[str] | None = None) -> Image.Image:
+    """The paper's Fig. 2 as a picture: per pair X1, X2 | X1', X2' | X1'', X2'', labelled above, names at left."""
+    columns = swap.columns()
+    n, size = swap.x1.shape[0], swap.x1.shape[-1]
+    scale = tile_scale(size)
+    font = _font(12)
+    label_width = 0
+    if row_labels:
+        probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        widest = max(probe.multiline_textbbox((0, 0), label, font=font)[2] for label in row_labels)
+        label_width = int(widest) + 2 * PAD
+    layout = GridLayout(n, size * scale, label_width)
+    grid = Image.new("RGB", layout.size, "white")
+    draw = ImageDraw.Draw(grid)
+    for col, (label, group, images) in enumerate(columns):
+        left, _, right, _ = layout.box(0, col)
+        centre = (left + right) / 2
+        draw.text((centre, 2), label, fill="black", font=font, anchor="ma")
+        draw.text((centre, 18), group, fill=(90, 90, 90), font=_font(10), anchor="ma")
+        for row, tile in enumerate(to_uint8(images)):
+            tile = tile.repeat(scale, axis=0).repeat(scale, axis=1)  # whole pixels: the tile shows the exact image
+            grid.paste(Image.fromarray(tile), layout.box(row, col)[:2])
+    for row, label in enumerate(row_labels or []):
+        _, top, _, bottom = layout.box(row, 0)
+        draw.multiline_text((PAD, (top + bottom) / 2), label, fill="black", font=font, anchor="lm")
+    return grid
+
+
+def save_swap(swap: Swap, out: Path, row_labels: Sequence[str] | None = None) -> list[Path]:
+    """Write the grid to `out` and every image to the folder `out` without its suffix; returns the paths."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    swap_grid(swap, row_labels).save(out)
+    folder = out.with_suffix("")
+    folder.mkdir(exist_ok=True)
+    written = [out]
+    names = {"X1": "x1", "X2": "x2", "X1'": "x1_rec", "X2'": "x2_rec", "X1''": "x1_swap", "X2''": "x2_swap"}
+    for label, _, images in swap.columns():
+        for row, image in enumerate(to_uint8(images)):
+            path = folder / f"pair{row}_{names[label]}.png"
+            Image.fromarray(image).save(path)
+            written.append(path)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# Image similarity
+
+
+def psnr(a: Tensor, b: Tensor, data_range: float = 1.0) -> Tensor:
+    """Peak signal-to-noise ratio per image (B,) in dB; identical images give 100 dB (MSE floored at 1e-10)."""
+    mse = (a.float() - b.float()).square().flatten(1).mean(dim=1)
+    return 10 * torch.log10(data_range**2 / mse.clamp_min(1e-10 * data_range**2))
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
+    """The normalised 2-D Gaussian window (size, size) of SSIM (Wang et al. 2004: 11x11, sigma 1.5)."""
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).float()
+
+
+def ssim(a: Tensor, b: Tensor, data_range: float = 1.0, size: int = 11, sigma: float = 1.5) -> Tensor:
+    """Structural similarity per image (B,): Wang et al. 2004 with a Gaussian window, averaged over channels.
+
+    Local statistics use the 11x11 Gaussian window (sigma 1.5) over valid positions only (no padding),
+    K1 = 0.01, K2 = 0.03, as in the reference implementation; images smaller than the window are an error.
+    """
+    a, b = a.double(), b.double()  # float64: the variance terms subtract nearly equal numbers
+    channels = a.shape[1]
+    if min(a.shape[-2:]) < size:
+        raise FactorlabError(f"ssim needs images of at least {size}x{size} pixels, got {tuple(a.shape[-2:])}")
+    window = gaussian_window(size, sigma).to(a).expand(channels, 1, size, size)
+
+    def blur(x: Tensor) -> Tensor:
+        return F.conv2d(x, window, groups=channels)
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    index = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return index.flatten(1).mean(dim=1).float()
+
+
+# ---------------------------------------------------------------------------------------------
+# Pairs
+
+
+def random_pairs(labels: dict[str, np.ndarray], n: int, *, seed: int = 0, pool: np.ndarray | None = None) -> np.ndarray:
+    """`n` random pairs (i, j), shape (n, 2), of samples from `pool` that differ in every factor of `labels`.
+
+    Pairs whose images differ in every factor make the trivial answers informative: X1 itself then
+    never shows X2's expression, and X2 itself never shows X1's identity.
+    """
+    pool = np.arange(len(next(iter(labels.values())))) if pool is None else np.asarray(pool)
+    if len(pool) < 2:
+        raise FactorlabError(f"need at least two samples to draw pairs from, got {len(pool)}")
+    rng = np.random.default_rng(seed)
+    pairs: list[tuple[int, int]] = []
+    for _ in range(200):  # draws in bulk; almost all pairs qualify when each factor has several classes
+        i, j = rng.choice(pool, size=(2, 4 * n))
+        ok = np.ones(len(i), dtype=bool)
+        for values in labels.values():
+            ok &= values[i] != values[j]
+        pairs += list(zip(i[ok].tolist(), j[ok].tolist(), strict=True))
+        if len(pairs) >= n:
+            return np.array(pairs[:n], dtype=np.int64)
+    raise FactorlabError(
+        f"could not find {n} pairs that differ in every factor of {sorted(labels)} among {len(pool)} samples; "
+        "use a larger split or fewer pairs"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The judge: a classifier trained on true images, which reads the factors of the synthesised ones
+
+
+class Judge(nn.Module):
+    """A small CNN with one linear head per factor, trained on true (rendered) images."""
+
+    def __init__(self, classes: dict[str, int], widths: Sequence[int] = (32, 64, 128, 128)) -> None:
+        super().__init__()
+        from factorlab.encoders.small_cnn import SmallCNN
+
+        self.trunk = SmallCNN(list(widths))
+        self.pool = nn.AdaptiveAvgPool2d(4)  # 4x4 keeps where things are (hair, glasses) at any image size
+        self.heads = nn.ModuleDict({f: nn.Linear(widths[-1] * 16, k) for f, k in classes.items()})
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        features = self.pool(self.trunk(images)).flatten(1)
+        return {factor: head(features) for factor, head in self.heads.items()}
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Predicted class ids per factor for images (B, 3, H, W) in [0, 1]."""
+        self.eval()
+        device = next(self.parameters()).device
+        out: dict[str, list[np.ndarray]] = {factor: [] for factor in self.heads}
+        for start in range(0, len(images), batch_size):
+            logits = self(images[start : start + batch_size].to(device).float())
+            for factor, value in logits.items():
+                out[factor].append(value.argmax(dim=1).cpu().numpy())
+        return {factor: np.concatenate(parts) for factor, parts in out.items()}
+
+
+def _random_blur(images: Tensor, generator: torch.Generator) -> Tensor:
+    """Blur each image with a Gaussian of random sigma in [0, 1.5]: decoded images are softer than renders."""
+    sigmas = torch.rand(len(images), generator=generator) * 1.5
+    out = images.clone()
+    for k, sigma in enumerate(sigmas.tolist()):
+        if sigma > 0.3:
+            window = gaussian_window(7, sigma).to(images).expand(3, 1, 7, 7)
+            out[k] = F.conv2d(F.pad(images[k : k + 1], (3, 3, 3, 3), mode="replicate"), window, groups=3)[0]
+    return out
+
+
+def train_judge(
+    images: Tensor,
+    labels: dict[str, np.ndarray],
+    num_classes: dict[str, int],
+    *,
+    epochs: int = 15,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    seed: int = 0,
+) -> Judge:
+    """Train a Judge on true images (N, 3, H, W) in [0, 1] with labels per factor (Adam, random blur)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        judge = Judge(num_classes)
+    targets = {factor: torch.from_numpy(np.asarray(values, dtype=np.int64)) for factor, values in labels.items()}
+    optimizer = torch.optim.Adam(judge.parameters(), lr=lr)
+    steps = epochs * max(1, len(images) // batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
+    judge.train()
+    step = 0
+    while step < steps:
+        order = torch.randperm(len(images), generator=generator)
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            if step == steps:
+                break
+            index = order[start : start + batch_size]
+            logits = judge(_random_blur(images[index], generator))
+            loss = sum(F.cross_entropy(logits[f], targets[f][index]) for f in logits)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+    judge.eval()
+    return judge
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring on a data set that can render the true swap
+
+
+def _stack(dataset, indices: Sequence[int]) -> Tensor:
+    """uint8 images of a data set -> float (N, 3, H, W) in [0, 1]."""
+    array = np.stack([dataset.image(int(i)) for i in indices])
+    return torch.from_numpy(array).permute(0, 3, 1, 2).float().div(255.0)
+
+
+def _halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (fit, score) halves class by class (every identity is in both halves)."""
+    rng = np.random.default_rng(seed)
+    fit, score = [], []
+    for value in np.unique(labels):
+        index = rng.permutation(np.flatnonzero(labels == value))
+        cut = (len(index) + 1) // 2
+        fit.append(index[:cut])
+        score.append(index[cut:])
+    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(score))
+
+
+def _image_scores(answer: Tensor, truth: Tensor) -> dict[str, float]:
+    return {"psnr": float(psnr(answer, truth).mean()), "ssim": float(ssim(answer, truth).mean())}
+
+
+def _accuracies(predicted: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> dict[str, float]:
+    return {factor: float(np.mean(predicted[factor] == expected[factor])) for factor in expected}
+
+
+@torch.no_grad()
+def _decode_pairs(model: Disentangler, dataset, pairs: np.ndarray, names: Sequence[str], batch_size: int = 128):
+    parts: list[Swap] = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        parts.append(synthesize(model, _stack(dataset, chunk[:, 0]), _stack(dataset, chunk[:, 1]), names))
+    return Swap(*(torch.cat([getattr(p, f).cpu() for p in parts]) for f in ("x1", "x2", "rec1", "rec2", "swap1", "swap2")), tuple(names))  # fmt: skip
+
+
+def score_swaps(
+    model: Disentangler,
+    dataset,
+    names: Sequence[str] = ("exp",),
+    *,
+    pairs: int = 500,
+    seed: int = 0,
+    judge: Judge | None = None,
+    judge_epochs: int = 15,
+) -> dict:
+    """Score swaps on a data set that renders true swaps (`render_with`, e.g. SynthFaces); see the module doc.
+
+    The split's samples are halved class by class on identity: the judge is trained on one half (the
+    split's identities are unseen in training, so a classifier must be fitted on them), and the pairs
+    are drawn from the other half. Both directions of each pair are scored (X1'' and X2'').
+    Returns plain data: image scores (PSNR, SSIM) and judge accuracies per answer, and the judge's own
+    accuracy on held-out true images.
+    """
+    if not hasattr(dataset, "render_with"):
+        raise FactorlabError(
+            f"swap scoring needs a data set that renders the true swap (synthfaces); {type(dataset).__name__} "
+            "does not. Look at the grid instead: factorlab swap --run RUNDIR --pairs 8"
+        )
+    names = check_swappable(model, names)
+    moved = moved_factors(model, names)
+    if not moved:
+        raise FactorlabError(
+            f"no head reads the code(s) {list(names)}, so there is no factor whose true swap can be rendered; "
+            f"swap a code that has a head, e.g. --codes {default_codes(model)[0]}"
+        )
+    judged = list(dict.fromkeys(link.factor for link in model.net.head_links))
+    labels = {factor: np.asarray(dataset.labels(factor)) for factor in judged}
+    fit, score = _halves(labels["identity"] if "identity" in labels else labels[judged[0]], seed)
+    num_classes = {factor: len(dataset.classes[factor]) for factor in judged}
+
+    # the judge, fitted on true images of the fit half; its accuracy on the score half is the ceiling
+    if judge is None:
+        judge = train_judge(
+            _stack(dataset, fit), {f: v[fit] for f, v in labels.items()}, num_classes, epochs=judge_epochs, seed=seed
+        )
+    held_out = _accuracies(judge.predict(_stack(dataset, score)), {f: v[score] for f, v in labels.items()})
+
+    pair_index = random_pairs({f: v[score] for f, v in labels.items()}, pairs, seed=seed)
+    pair_index = score[pair_index]
+    swap = _decode_pairs(model, dataset, pair_index, names)
+    both = np.concatenate([pair_index, pair_index[:, ::-1]])  # (kept, giver): X1'' rows, then X2'' rows
+    truth = torch.from_numpy(
+        np.stack([dataset.render_with(int(i), int(j), factors=tuple(moved)) for i, j in both])
+    ).permute(0, 3, 1, 2).float().div(255.0)
+    expected = {f: v[both[:, 1]] if f in moved else v[both[:, 0]] for f, v in labels.items()}
+    answers = {
+        "swap": torch.cat([swap.swap1, swap.swap2]),
+        "reconstruction": torch.cat([swap.rec1, swap.rec2]),
+        "x1": torch.cat([swap.x1, swap.x2]),
+        "x2": torch.cat([swap.x2, swap.x1]),
+        "truth": truth,
+    }
+    result: dict = {
+        "codes": list(names),
+        "moved_factors": moved,
+        "pairs": int(len(pair_index)),
+        "answers": {
+            "swap": "X1'' = De(X1's codes with X2's " + "+".join(names) + ")",
+            "reconstruction": "X1' = De(X1's codes): the swap ignored",
+            "x1": "X1 itself",
+            "x2": "X2 itself",
+            "truth": "the renderer's true image (accuracy ceiling)",
+        },
+        "image": {k: _image_scores(v, truth) for k, v in answers.items() if k != "truth"},
+        "accuracy": {k: _accuracies(judge.predict(v), expected) for k, v in answers.items()},
+        "autoencoding": _image_scores(torch.cat([swap.rec1, swap.rec2]), torch.cat([swap.x1, swap.x2])),
+        "judge": {"held_out_accuracy": held_out, "fit_images": int(len(fit)), "chance": {
+            f: float(1.0 / len(np.unique(v))) for f, v in labels.items()}},
+    }  # fmt: skip
+    return result
+
+
+def evaluate_swaps(
+    rundir: Path, *, split: str = "test", codes: Sequence[str] | None = None, pairs: int = 500, seed: int = 0
+) -> dict:
+    """Load a run, score its swaps on `split` and write `swap_scores.json` into the run folder."""
+    from factorlab.data.loading import build_dataset
+
+    recipe, model = load_decoder_run(rundir)
+    names = tuple(codes) if codes else default_codes(model)
+    dataset = build_dataset(recipe, split, model.factors)
+    result = {"split": split, **score_swaps(model, dataset, names, pairs=pairs, seed=seed)}
+    path = Path(rundir) / "swap_scores.json"
+    path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def load_decoder_run(rundir: Path):
+    """(recipe, model) of a run that has a decoder; a clear error for a missing run or one without a decoder."""
+    from factorlab.recipe import load_recipe
+    from factorlab.rundir import check_run_dir, load_run
+
+    rundir = check_run_dir(rundir)
+    recipe = load_recipe(rundir / "recipe.toml")
+    if not recipe.uses_decoder:
+        why = "has no [decoder] section" if recipe.decoder is None else f"has loss.beta_rec = {recipe.loss.beta_rec}"
+        raise FactorlabError(
+            f"run {rundir} {why}, so it has no trained decoder and cannot synthesise images; train a recipe with a "
+            "decoder and loss.beta_rec > 0, e.g. factorlab run recipes/synth/identity-swap.toml"
+        )
+    return load_run(rundir)
+
+
+def format_scores(result: dict) -> str:
+    """A plain-text table of `score_swaps` output (one row per answer)."""
+    factors = list(result["accuracy"]["swap"])
+    head = f"{'answer':<16}{'PSNR dB':>9}{'SSIM':>8}" + "".join(f"{f + ' acc':>16}" for f in factors)
+    lines = [head]
+    for answer in ("swap", "reconstruction", "x1", "x2", "truth"):
+        image = result["image"].get(answer)
+        cells = f"{image['psnr']:>9.2f}{image['ssim']:>8.3f}" if image else f"{'-':>9}{'-':>8}"
+        accs = "".join(f"{result['accuracy'][answer][f]:>16.3f}" for f in factors)
+        lines.append(f"{answer:<16}{cells}{accs}")
+    return "\n".join(lines)
