@@ -20,7 +20,8 @@ from PIL import Image
 
 from factorlab.commands.prepare import SOURCES, prepare
 from factorlab.data import imagefolder
-from factorlab.data.sampling import FaceAugment, class_balanced_sampler
+from factorlab.data.loading import make_loader
+from factorlab.data.sampling import FaceAugment, epoch_order
 from factorlab.factors import Factor
 
 
@@ -44,17 +45,18 @@ def time_prepare(root: Path, out: Path, align: str, workers: int, size: int) -> 
     start = time.perf_counter()
     result = prepare(SOURCES["imagefolder"], config, out, image_size=size, shard_size=100, workers=workers)
     rate = result.images / (time.perf_counter() - start)
-    print(f"prepare align={align:6s} workers={workers}: {result.images} images, {result.skipped} skipped, {rate:8.1f} images/s")
+    print(
+        f"prepare align={align:6s} workers={workers}: {result.images} images, {result.skipped} skipped, {rate:8.1f} images/s"
+    )
     return rate
 
 
 def time_loading(cache: Path, root: Path, batch_size: int, workers: int, balanced: bool, augment: bool) -> float:
     config = imagefolder.ImageFolderConfig(root=root, cache=cache, factor="identity", val_fraction=0, test_fraction=0)
     data = imagefolder.build(config, split="train", image_size=160, factors={"identity": Factor("identity")})
-    sampler = class_balanced_sampler(data.labels("identity")) if balanced else None
-    loader = torch.utils.data.DataLoader(
-        data, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, num_workers=workers, drop_last=True
-    )
+    labels = data.labels("identity")
+    order = epoch_order(labels, len(labels), seed=0, epoch=0, balanced=balanced)
+    loader = make_loader(data, order, batch_size, num_workers=workers)
     flip_crop_jitter = FaceAugment(flip=True, crop=0.1, color_jitter=0.2)
     seen, start = 0, time.perf_counter()
     for batch in loader:

@@ -73,11 +73,19 @@ def factorlab_register_datasets(register):
 @hookimpl
 def factorlab_register_commands(register):
     from factorlab.commands import core
+    from factorlab.commands.prepare import add_prepare_command
     from factorlab.commands.weights import add_weights_command
 
     for name, factory, description in core.COMMANDS:
         register(name, factory, description=description)
-    register("weights", add_weights_command, description="list and fetch pretrained encoder weights (offline CASIA-WebFace)")
+    register("prepare", add_prepare_command, description="crop faces once into a uint8 cache (resumable)")
+    register(
+        "weights", add_weights_command, description="list and fetch pretrained encoder weights (offline CASIA-WebFace)"
+    )
     from factorlab.commands.swap import swap_command
 
-    register("swap", swap_command, description="synthesise faces by swapping codes between images (paper Fig. 2); --score vs truth")
+    register(
+        "swap",
+        swap_command,
+        description="synthesise faces by swapping codes between images (paper Fig. 2); --score vs truth",
+    )

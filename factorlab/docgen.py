@@ -53,14 +53,14 @@ SECTIONS = [
 ]
 
 PART_SECTIONS = [
-    ("datasets", "[data] keys of data set", "dataset"),
-    ("encoders", "[encoder] keys of encoder", "type"),
-    ("branches", "[codes.NAME] keys of branch", "branch"),
-    ("heads", "[[heads]] keys of head", "type"),
-    ("adversaries", "[[adversaries]] keys of adversary", "type"),
-    ("decoders", "[decoder] keys of decoder", "type"),
-    ("losses", "reconstruction loss", "loss.reconstruction"),
-    ("factors", "[factors.NAME] keys of factor", "name"),
+    ("datasets", "[data] keys of data set"),
+    ("encoders", "[encoder] keys of encoder"),
+    ("branches", "[codes.NAME] keys of branch"),
+    ("heads", "[[heads]] keys of head"),
+    ("adversaries", "[[adversaries]] keys of adversary"),
+    ("decoders", "[decoder] keys of decoder"),
+    ("losses", "reconstruction loss"),
+    ("factors", "[factors.NAME] keys of factor"),
 ]
 
 
@@ -79,7 +79,7 @@ def recipe_reference() -> str:
     for title, model in SECTIONS:
         out += [f"## `{title}`", "", (model.__doc__ or "").strip(), "", *fields_table(model), ""]
     out += ["# Registered parts", ""]
-    for kind, title, key in PART_SECTIONS:
+    for kind, title in PART_SECTIONS:
         for entry in host.registry(kind):
             if entry.plugin not in ("core", "expression", "identity"):
                 continue

@@ -217,7 +217,8 @@ class Recipe(Section):
         data = self.model_dump(mode="json", exclude_none=True)
         parts: list[tuple[dict, PartSection | None]] = [(data["data"], self.data), (data["encoder"], self.encoder)]
         parts += [(data["codes"][name], code) for name, code in self.codes.items()]
-        parts += list(zip(data.get("heads", []), self.heads)) + list(zip(data.get("adversaries", []), self.adversaries))
+        parts += list(zip(data.get("heads", []), self.heads, strict=True))
+        parts += list(zip(data.get("adversaries", []), self.adversaries, strict=True))
         parts += [(data["factors"][name], factor) for name, factor in self.factors.items()]
         if self.decoder is not None:
             parts.append((data["decoder"], self.decoder))

@@ -16,7 +16,9 @@ def check_run_dir(rundir: Path) -> Path:
     if not rundir.is_dir():
         raise FactorlabError(f"run folder not found: {rundir}; pass the folder that `factorlab run` printed")
     if not (rundir / "recipe.toml").is_file():
-        raise FactorlabError(f"{rundir} is not a run folder (no recipe.toml); pass the folder that `factorlab run` printed")
+        raise FactorlabError(
+            f"{rundir} is not a run folder (no recipe.toml); pass the folder that `factorlab run` printed"
+        )
     return rundir
 
 
@@ -44,5 +46,7 @@ def load_summary(rundir: Path) -> dict:
     """The run's summary.json (written when a run finishes)."""
     path = check_run_dir(rundir) / "summary.json"
     if not path.is_file():
-        raise FactorlabError(f"{rundir} has no summary.json: the run has not finished (resume it with factorlab run --resume {rundir})")
+        raise FactorlabError(
+            f"{rundir} has no summary.json: the run has not finished (resume it with factorlab run --resume {rundir})"
+        )
     return json.loads(path.read_text())

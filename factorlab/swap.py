@@ -59,7 +59,7 @@ class Swap:
 
     def columns(self) -> list[tuple[str, str, Tensor]]:
         """(label, group, images) of the grid's six columns, in the paper's order."""
-        what = "swap " + "+".join(self.names)
+        what = "swapped: " + "+".join(self.names)
         return [
             ("X1", "original", self.x1),
             ("X2", "original", self.x2),
@@ -332,13 +332,16 @@ def train_judge(
     seed: int = 0,
 ) -> Judge:
     """Train a Judge on true images (N, 3, H, W) in [0, 1] with labels per factor (Adam, random blur)."""
+    if len(images) < 2:
+        raise FactorlabError(f"the judge needs at least two training images, got {len(images)}; use a larger split")
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         judge = Judge(num_classes)
     targets = {factor: torch.from_numpy(np.asarray(values, dtype=np.int64)) for factor, values in labels.items()}
     optimizer = torch.optim.Adam(judge.parameters(), lr=lr)
-    steps = epochs * max(1, len(images) // batch_size)
+    batch_size = max(2, min(batch_size, len(images)))  # BatchNorm needs two images; tiny sets use one batch
+    steps = epochs * (len(images) // batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
     judge.train()
     step = 0
@@ -444,9 +447,12 @@ def score_swaps(
     pair_index = score[pair_index]
     swap = _decode_pairs(model, dataset, pair_index, names)
     both = np.concatenate([pair_index, pair_index[:, ::-1]])  # (kept, giver): X1'' rows, then X2'' rows
-    truth = torch.from_numpy(
-        np.stack([dataset.render_with(int(i), int(j), factors=tuple(moved)) for i, j in both])
-    ).permute(0, 3, 1, 2).float().div(255.0)
+    truth = (
+        torch.from_numpy(np.stack([dataset.render_with(int(i), int(j), factors=tuple(moved)) for i, j in both]))
+        .permute(0, 3, 1, 2)
+        .float()
+        .div(255.0)
+    )
     expected = {f: v[both[:, 1]] if f in moved else v[both[:, 0]] for f, v in labels.items()}
     answers = {
         "swap": torch.cat([swap.swap1, swap.swap2]),

@@ -26,7 +26,8 @@ import torch.distributed as dist
 from torch import nn
 
 from factorlab import losses
-from factorlab.data.loading import augment, build_dataset, epoch_order, eval_loader, make_loader, to_device
+from factorlab.data.loading import build_dataset, eval_loader, make_loader, to_device
+from factorlab.data.sampling import FaceAugment, epoch_order
 from factorlab.errors import FactorlabError
 from factorlab.model import Disentangler, build_model, resolve_factors
 from factorlab.recipe import Recipe, load_recipe
@@ -192,7 +193,7 @@ class Trainer:
             self.adv_scaler.scale(sum(per_link)).backward()
             self.adv_scaler.step(self.adv_opt)
             self.adv_scaler.update()
-        for link, loss in zip(links, per_link):
+        for link, loss in zip(links, per_link, strict=True):
             stats[f"adversary/{link.factor}/{link.code}/loss"] = loss.detach()
             stats[f"adversary/{link.factor}/{link.code}/correct"] = _correct(logits[link.key], labels[link.factor])
         return stats
@@ -285,7 +286,6 @@ def evaluate(model: Disentangler, dataset, recipe: Recipe, device: torch.device)
             _add(sums, f"{prefix}/correct", _correct(logits[link.key], target))
             _add(sums, f"{prefix}/loss", losses.classification_loss(logits[link.key], target) * n)
         for link in model.adversaries.links:
-            adversary = model.adversaries.adversaries[link.key]
             _add(
                 sums, f"encoder_adv/{link.factor}/{link.code}/loss", losses.uniform_confusion(adv_logits[link.key]) * n
             )
@@ -307,7 +307,7 @@ def _finish(sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
     keys = list(sums)
     values = torch.stack([sums[k] for k in keys]).cpu().tolist()
     out = {}
-    for key, value in zip(keys, values):
+    for key, value in zip(keys, values, strict=True):
         name = key[: -len("/correct")] + "/accuracy" if key.endswith("/correct") else key
         out[name] = value / max(1, count)
     return out
@@ -418,7 +418,7 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
         make_schedule(trainer.adv_opt, recipe.optim, trainer.total_steps, steps_per_epoch) if trainer.adv_opt else None
     )
 
-    start_epoch, best, history_steps = 0, -math.inf, 0
+    start_epoch, best = 0, -math.inf
     if resume is not None:
         trainer.load_state_dict(resume["trainer"])
         main_sched.load_state_dict(resume["main_sched"])
@@ -442,6 +442,8 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
     if recipe.data.sampler == "balanced":
         labels_for_balance = train_set.labels(recipe.data.balance_factor or recipe.heads[0].factor)
 
+    augment = FaceAugment(**recipe.data.augment.model_dump())
+    augment_on = augment.flip or augment.crop > 0 or augment.color_jitter > 0
     reporter = Reporter(rundir, enabled=dist_info.main, total_epochs=recipe.run.epochs, steps_per_epoch=steps_per_epoch)
     started = time.perf_counter()
     images_seen, train_time = 0, 0.0
@@ -465,8 +467,11 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
         epoch_start = time.perf_counter()
         for i, batch in enumerate(loader):
             images, labels = to_device(batch, device, channels_last=recipe.run.channels_last)
-            generator = torch.Generator().manual_seed(hash((recipe.run.seed, epoch, i, dist_info.rank)) % 2**63)
-            images = augment(images, recipe.data.augment, generator)
+            if augment_on:
+                generator = torch.Generator(device=device).manual_seed(
+                    hash((recipe.run.seed, epoch, i, dist_info.rank))
+                )
+                images = augment(images, generator)
             stats = trainer.step(images, labels)
             main_sched.step()
             if adv_sched:

@@ -54,7 +54,9 @@ def _bad(*args: str) -> str:
 def test_bad_inputs_exit_2_with_a_message(tmp_path: Path) -> None:
     broken = tmp_path / "broken.toml"
     broken.write_text("[run]\nepochs = \n")
-    assert "error: TOML syntax error in" in _bad("validate", str(broken)) and "broken.toml:2:" in _bad("validate", str(broken))
+    assert "error: TOML syntax error in" in _bad("validate", str(broken)) and "broken.toml:2:" in _bad(
+        "validate", str(broken)
+    )
     assert "recipe file not found: missing.toml" in _bad("validate", "missing.toml")
     assert "override 'run.epochs' has no '='" in _bad("validate", QUICKSTART, "run.epochs")
     assert "run.epoch: unknown key" in _bad("validate", QUICKSTART, "run.epoch=3")

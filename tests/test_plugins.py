@@ -37,13 +37,13 @@ def factorlab_register_branches(register):
 
 BROKEN_IMPORT = "raise ImportError('this plugin is broken on purpose')\n"
 
-DUPLICATE = '''
+DUPLICATE = """
 import factorlab
 
 @factorlab.hookimpl
 def factorlab_register_branches(register):
     register("conv4", lambda config, *, in_shape: None)
-'''
+"""
 
 
 def _env(site: Path, **extra: str) -> dict[str, str]:
@@ -63,7 +63,9 @@ def test_builtin_and_bundled_plugins_load_with_what_they_register() -> None:
     assert infos["expression"]["registered"]["factors"] == ["expression"]
     assert infos["identity"]["registered"]["factors"] == ["identity"]
     core = infos["core"]["registered"]
-    assert "inception_resnet_v1" in core["encoders"] and "conv4" in core["branches"] and "synthfaces" in core["datasets"]
+    assert (
+        "inception_resnet_v1" in core["encoders"] and "conv4" in core["branches"] and "synthfaces" in core["datasets"]
+    )
     assert "run" in core["commands"]
 
 
@@ -82,7 +84,10 @@ def test_broken_plugin_is_reported_by_name_and_the_rest_still_load(tmp_path: Pat
     site = write_plugin_distribution(tmp_path / "site", "factorlab-broken", "factorlab_broken", BROKEN_IMPORT)
     result = run_cli("plugins", "--json", env=_env(site))
     assert result.returncode == 0
-    assert "plugin 'factorlab-broken' (factorlab_broken) not loaded: import failed: ImportError: this plugin is broken on purpose" in " ".join(result.stderr.split())
+    assert (
+        "plugin 'factorlab-broken' (factorlab_broken) not loaded: import failed: ImportError: this plugin is broken on purpose"
+        in " ".join(result.stderr.split())
+    )
     infos = {info["name"]: info for info in json.loads(result.stdout)}
     assert infos["factorlab-broken"]["status"] == "failed"
     assert infos["core"]["status"] == infos["expression"]["status"] == "loaded"
@@ -135,7 +140,10 @@ def test_registry_unknown_name_suggests_and_lists() -> None:
     registry = Registry("encoders")
     registry.add("small_cnn", lambda c: None, plugin="core")
     registry.add("timm", lambda c: None, plugin="core")
-    with pytest.raises(UnknownNameError, match=r"unknown encoder 'smal_cnn'\. Did you mean 'small_cnn'\? Registered encoders: 'small_cnn', 'timm'"):
+    with pytest.raises(
+        UnknownNameError,
+        match=r"unknown encoder 'smal_cnn'\. Did you mean 'small_cnn'\? Registered encoders: 'small_cnn', 'timm'",
+    ):
         registry.get("smal_cnn")
     with pytest.raises(PluginError, match="registered by plugin 'core' and by plugin 'other'"):
         registry.add("timm", lambda c: None, plugin="other")

@@ -24,7 +24,9 @@ def test_every_shipped_recipe_validates(path: Path) -> None:
 
 
 def test_overrides_change_values_and_parse_toml_literals() -> None:
-    recipe = load_recipe(QUICKSTART, ["run.epochs=7", "optim.main.lr=0.5", "run.name=hello world", "data.augment.flip=true"])
+    recipe = load_recipe(
+        QUICKSTART, ["run.epochs=7", "optim.main.lr=0.5", "run.name=hello world", "data.augment.flip=true"]
+    )
     assert recipe.run.epochs == 7
     assert recipe.optim.main.lr == 0.5
     assert recipe.run.name == "hello world"  # bare text stays a string
@@ -49,7 +51,7 @@ def test_resolved_recipe_round_trips_through_toml(tmp_path: Path) -> None:
 
 
 def test_dump_toml_handles_nested_tables_and_arrays_of_tables() -> None:
-    data = {"a": 1, "t": {"x": "q\"uote", "inner": {"y": [1, 2]}}, "items": [{"k": True}, {"k": False}]}
+    data = {"a": 1, "t": {"x": 'q"uote', "inner": {"y": [1, 2]}}, "items": [{"k": True}, {"k": False}]}
     assert tomllib.loads(dump_toml(data)) == data
 
 

@@ -125,8 +125,11 @@ def test_killed_mid_epoch_then_resumed(tmp_path: Path) -> None:
     """A real kill: SIGKILL the training process after its first checkpoint, then resume."""
     common = [*SMALL, "run.epochs=3", "run.max_steps_per_epoch=6"]
     out = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "factorlab", "run", str(QUICKSTART), *common, "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "factorlab", "run", str(QUICKSTART), *common, "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     import time
 
     deadline = time.time() + 300
@@ -146,8 +149,16 @@ def test_killed_mid_epoch_then_resumed(tmp_path: Path) -> None:
 
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path: Path) -> None:
-    result = run_cli("run", str(QUICKSTART), *SMALL, "optim.main.lr=1e30", "optim.adversary.lr=1e30",
-                     "run.log_every=1", "--out", str(tmp_path))
+    result = run_cli(
+        "run",
+        str(QUICKSTART),
+        *SMALL,
+        "optim.main.lr=1e30",
+        "optim.adversary.lr=1e30",
+        "run.log_every=1",
+        "--out",
+        str(tmp_path),
+    )
     assert result.returncode == 2
     message = " ".join(result.stderr.split())
     assert "the loss became non-finite at step" in message and "Traceback" not in result.stderr
@@ -160,9 +171,24 @@ def test_two_process_ddp_matches_single_process(tmp_path: Path) -> None:
     assert single.returncode == 0, single.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-         "-m", "factorlab", "run", str(QUICKSTART), *common, "--out", str(tmp_path / "ddp")],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29517",
+            "-m",
+            "factorlab",
+            "run",
+            str(QUICKSTART),
+            *common,
+            "--out",
+            str(tmp_path / "ddp"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     a = _params(next((tmp_path / "single").iterdir()))

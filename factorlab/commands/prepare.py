@@ -286,7 +286,9 @@ def add_prepare_command(parser: argparse.ArgumentParser) -> Callable[[argparse.N
     parser.add_argument("--out", type=Path, help="cache folder (default .factorlab-cache/DATASET-SIZE)")
     parser.add_argument("--image-size", type=int, default=160, help="side of the square face crops (default 160)")
     parser.add_argument("--shard-size", type=int, default=1000, help="images per shard (default 1000)")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="worker processes")
+    parser.add_argument(
+        "--workers", type=int, default=max(1, min(4, (os.cpu_count() or 1) - 1)), help="worker processes (spawned)"
+    )
     parser.add_argument("--device", default="cpu", help="device MTCNN runs on, e.g. cuda (then use --workers 1)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per MTCNN batch")
     allow_options_between_positionals(parser)

@@ -124,12 +124,17 @@ def swap_command(parser: argparse.ArgumentParser):
             )
         swap.load_decoder_run(args.run)  # clear errors (missing run, no decoder) before the weights are read
         recipe, model = load_run(args.run, args.checkpoint)
-        names = tuple(c.strip() for c in args.codes.split(",") if c.strip()) if args.codes else swap.default_codes(model)
+        names = (
+            tuple(c.strip() for c in args.codes.split(",") if c.strip()) if args.codes else swap.default_codes(model)
+        )
         names = swap.check_swappable(model, names)
 
         if args.score:
             dataset = build_dataset(recipe, args.split, model.factors)
-            result = {"split": args.split, **swap.score_swaps(model, dataset, names, pairs=args.pairs or 500, seed=args.seed)}
+            result = {
+                "split": args.split,
+                **swap.score_swaps(model, dataset, names, pairs=args.pairs or 500, seed=args.seed),
+            }
             path = args.run / "swap_scores.json"
             path.write_text(json.dumps(result, indent=2))
             console.print(swap.format_scores(result))
@@ -151,8 +156,9 @@ def swap_command(parser: argparse.ArgumentParser):
             row_labels = [f"1: {a}\n2: {b}" for a, b in zip(labels[0::2], labels[1::2], strict=True)]
         result = swap.synthesize(model, x1, x2, names)
         written = swap.save_swap(result, args.out, row_labels)
-        console.print(f"wrote {written[0]} ({len(x1)} pair(s), swapped {'+'.join(names)}) and images in {args.out.with_suffix('')}/")
+        console.print(
+            f"wrote {written[0]} ({len(x1)} pair(s), swapped {'+'.join(names)}) and images in {args.out.with_suffix('')}/"
+        )
         return 0
 
     return handle
-

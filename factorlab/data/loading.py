@@ -29,20 +29,6 @@ def build_dataset(recipe, split: str, factors: dict[str, Factor]) -> FactorDatas
     return dataset
 
 
-def epoch_order(labels: np.ndarray | None, size: int, *, seed: int, epoch: int, balanced: bool = False) -> np.ndarray:
-    """The sample order of one epoch: a seeded permutation, or a class-balanced draw (with replacement).
-
-    A pure function of (seed, epoch), so a resumed run and every process of a distributed run agree.
-    """
-    rng = np.random.default_rng([seed, epoch])
-    if not balanced:
-        return rng.permutation(size)
-    assert labels is not None
-    classes, counts = np.unique(labels, return_counts=True)
-    weights = (1.0 / counts)[np.searchsorted(classes, labels)]
-    return rng.choice(size, size=size, replace=True, p=weights / weights.sum())
-
-
 class _Ordered(torch.utils.data.Sampler):
     def __init__(self, order: np.ndarray) -> None:
         self.order = order
@@ -85,34 +71,3 @@ def to_device(
         images = images.contiguous(memory_format=torch.channels_last)
     labels = {k: v.to(device, non_blocking=True).long() for k, v in batch.items() if k != "image"}
     return images, labels
-
-
-def augment(images: torch.Tensor, config, generator: torch.Generator) -> torch.Tensor:
-    """Random flip / crop / colour jitter on a float batch, on its device; `generator` (CPU) fixes the draw."""
-    n = images.shape[0]
-    if config.flip:
-        flip = torch.rand(n, generator=generator) < 0.5
-        images = torch.where(flip.to(images.device)[:, None, None, None], images.flip(-1), images)
-    if config.crop > 0:
-        side = images.shape[-1]
-        scale = 1.0 - torch.rand(n, generator=generator) * config.crop
-        shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * (1 - scale)[:, None]
-        theta = torch.zeros(n, 2, 3)
-        theta[:, 0, 0], theta[:, 1, 1] = scale, scale
-        theta[:, :, 2] = shift
-        grid = torch.nn.functional.affine_grid(theta.to(images), [n, 3, side, side], align_corners=False)
-        images = torch.nn.functional.grid_sample(
-            images, grid, mode="bilinear", padding_mode="border", align_corners=False
-        )
-    if config.color_jitter > 0:
-        s = config.color_jitter
-        bright = 1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * s
-        contrast = 1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * s
-        saturation = 1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * s
-        images = images * bright.to(images)
-        mean = images.mean(dim=(1, 2, 3), keepdim=True)
-        images = (images - mean) * contrast.to(images) + mean
-        gray = images.mean(dim=1, keepdim=True)
-        images = (images - gray) * saturation.to(images) + gray
-        images = images.clamp(0, 1)
-    return images

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import WeightedRandomSampler
 
 from factorlab.errors import DataError
 
@@ -28,13 +27,16 @@ def class_weights(labels: np.ndarray) -> np.ndarray:
     return 1.0 / counts[labels]
 
 
-def class_balanced_sampler(
-    labels: np.ndarray, *, num_samples: int | None = None, seed: int = 0
-) -> WeightedRandomSampler:
-    """A sampler that draws each class equally often (with replacement); an epoch is len(labels) draws by default."""
-    generator = torch.Generator().manual_seed(seed)
-    weights = torch.as_tensor(class_weights(labels), dtype=torch.double)
-    return WeightedRandomSampler(weights, num_samples or len(weights), replacement=True, generator=generator)
+def epoch_order(labels: np.ndarray | None, size: int, *, seed: int, epoch: int, balanced: bool = False) -> np.ndarray:
+    """The sample order of one epoch: a seeded permutation, or a class-balanced draw with replacement.
+
+    A pure function of (seed, epoch), so a resumed run and every process of a distributed run agree.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    if not balanced:
+        return rng.permutation(size)
+    weights = class_weights(labels)
+    return rng.choice(size, size=size, replace=True, p=weights / weights.sum())
 
 
 class FaceAugment(nn.Module):

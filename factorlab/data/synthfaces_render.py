@@ -99,7 +99,7 @@ _DELTA = {
 }
 EXPRESSION_ACTIONS = np.array([[_DELTA[e].get(a, 0.0) for a in ACTIONS] for e in EXPRESSIONS], dtype=np.float64)
 # Per-sample spread of each action at difficulty 1 (noise that makes neighbouring classes overlap).
-ACTION_JITTER = np.array([0.25, 0.2, 0.12, 0.2, 0.1, 0.3, 0.3, 0.25, 0.3, 0.15, 0.2, 0.3, 0.3, 0.3])
+ACTION_JITTER = np.array([0.2, 0.15, 0.1, 0.15, 0.08, 0.25, 0.25, 0.2, 0.25, 0.12, 0.15, 0.25, 0.25, 0.25])
 
 _SKIN = np.array(
     [
@@ -219,8 +219,8 @@ def sample_params(
     d = float(difficulty)
     p: dict[str, float] = dict(identity)
     p["expression"] = float(expression)
-    # Intensity: always full at difficulty 0; down to 0.3 at difficulty 2.
-    p["intensity"] = rng.uniform(max(0.3, 1.0 - 0.35 * d), 1.0)
+    # Intensity: always full at difficulty 0; from 0.75 at difficulty 1 and 0.5 at difficulty 2.
+    p["intensity"] = rng.uniform(1.0 - 0.25 * d, 1.0)
     for name, jitter in zip(ACTIONS, rng.normal(0, 1, len(ACTIONS)) * ACTION_JITTER * d, strict=True):
         p[f"jit_{name}"] = float(jitter)
     u = rng.uniform(-1, 1, 7)

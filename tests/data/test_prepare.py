@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import (
+from layouts import (
     affectnet_row,
     face,
     label_of,

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import (
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from layouts import (
     CK_SUBJECTS,
     EXPRESSION_8,
     FER_USAGES,
@@ -22,14 +24,12 @@ from conftest import (
     write_imagefolder,
     write_rafdb,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from factorlab.data import affectnet, ckplus, fer2013, imagefolder, rafdb
 from factorlab.data.align import TEMPLATE_5, FaceCropper, MTCNNDetector, align_landmarks, similarity_transform
 from factorlab.data.base import FactorDataset
 from factorlab.data.records import read_image
-from factorlab.data.sampling import FaceAugment, class_balanced_sampler
+from factorlab.data.sampling import FaceAugment, epoch_order
 from factorlab.errors import DataError
 
 MODULES = (affectnet, ckplus, fer2013, rafdb, imagefolder)
@@ -217,7 +217,7 @@ def test_fer2013_with_eight_classes_says_contempt_is_missing(tmp_path, expressio
     ],
 )
 def test_fer2013_bad_rows(tmp_path, expression7, row, message):
-    from conftest import fer_pixels
+    from layouts import fer_pixels
 
     root = write_fer2013(tmp_path, extra=[row.format(px=fer_pixels(1))])
     line = 1 + 7 * sum(FER_USAGES.values()) + 1
@@ -430,13 +430,20 @@ def test_similarity_transform_recovers_a_known_similarity(angle, scale, shift):
 # ------------------------------------------------------------------------------------ sampling, augmentation
 
 
-def test_class_balanced_sampler_evens_out_a_35_to_1_imbalance():
+def test_balanced_epoch_order_evens_out_a_35_to_1_imbalance():
     labels = np.array([0] * 3500 + [1] * 100 + [2] * 400)
-    drawn = labels[list(class_balanced_sampler(labels, num_samples=30000, seed=1))]
+    drawn = np.concatenate([labels[epoch_order(labels, len(labels), seed=1, epoch=e, balanced=True)] for e in range(8)])
     freq = np.bincount(drawn, minlength=3) / len(drawn)
     assert np.allclose(freq, 1 / 3, atol=0.02), freq
-    again = labels[list(class_balanced_sampler(labels, num_samples=30000, seed=1))]
-    assert np.array_equal(drawn, again)  # seeded
+    again = labels[epoch_order(labels, len(labels), seed=1, epoch=0, balanced=True)]
+    assert np.array_equal(drawn[: len(labels)], again)  # a pure function of (seed, epoch)
+    assert not np.array_equal(again, labels[epoch_order(labels, len(labels), seed=1, epoch=1, balanced=True)])
+
+
+def test_plain_epoch_order_is_a_seeded_permutation():
+    order = epoch_order(None, 50, seed=3, epoch=2)
+    assert sorted(order) == list(range(50))
+    assert np.array_equal(order, epoch_order(None, 50, seed=3, epoch=2))
 
 
 def test_augment_off_is_identity_and_flip_only_mirrors():

@@ -1,0 +1,427 @@
+"""Evaluate a trained run: classification, adversaries, leakage probes, similarity, MIG/DCI, plots, report.
+
+`evaluate_run(rundir)` encodes a bounded sample of the train split and the evaluated split (test by
+default) with the trained model, then measures on the frozen codes:
+
+- each head: accuracy, macro F1, per-class accuracy, confusion matrix (PNG);
+- each in-training adversary: its accuracy against chance;
+- post-hoc leakage probes: fresh linear and MLP classifiers for every (factor, code) pair, against
+  chance and against the same probe on the code a head says should hold the factor;
+- the paper's Table 3 generalised: cosine similarity of a code over same-factor vs reverse pairs;
+- MIG and DCI over codes x factors (plus the data set's discrete ground-truth factors when it has them);
+- PCA projections of every code coloured by every factor, training curves, a swap grid with a decoder;
+
+and writes `eval.json`, `plots/*.png`, `report.md` and a self-contained `report.html` into the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from factorlab import metrics, plots, report
+from factorlab.errors import FactorlabError
+
+PLOTS = "plots"
+# a ground-truth column with more distinct values than this is continuous or an id (e.g. a noise seed)
+MAX_GROUND_TRUTH_CLASSES = 16
+SWAP_PAIRS = 6
+
+
+@dataclass
+class Encoded:
+    """Frozen codes of a sample of one split, its labels and the model's predictions on it."""
+
+    split: str
+    indices: np.ndarray  # sample indices into the split
+    codes: dict[str, np.ndarray]  # code name -> (n, dims) float32
+    labels: dict[str, np.ndarray]  # labelled factor -> (n,) ids into classes[factor]
+    classes: dict[str, list[str]]
+    predictions: dict[str, np.ndarray]  # "head/<factor>/<code>" or "adversary/<factor>/<code>" -> (n,) ids
+    ground_truth: dict[str, np.ndarray]  # extra discrete factors the data set knows (may be empty)
+
+
+def sample_indices(size: int, max_samples: int | None, seed: int) -> np.ndarray:
+    """All indices of a split, or a seeded random `max_samples` of them (sorted, so reading stays sequential)."""
+    if max_samples is None or size <= max_samples:
+        return np.arange(size)
+    return np.sort(np.random.default_rng(seed).permutation(size)[:max_samples])
+
+
+def discrete_ground_truth(dataset, indices: np.ndarray, skip: set[str]) -> dict[str, np.ndarray]:
+    """The data set's integer ground-truth factors (SynthFaces' `ground_truth()`) with 2..16 values, except `skip`."""
+    ground_truth = getattr(dataset, "ground_truth", None)
+    if not callable(ground_truth):
+        return {}
+    out = {}
+    for name, values in ground_truth().items():
+        values = np.asarray(values)
+        # `<factor>_label` columns repeat the labels the run already has
+        if name in skip or name.endswith("_label") or not np.issubdtype(values.dtype, np.integer):
+            continue
+        values = values[indices]
+        if 2 <= len(np.unique(values)) <= MAX_GROUND_TRUTH_CLASSES:
+            out[name] = values.astype(np.int64)
+    return out
+
+
+@torch.no_grad()
+def encode_split(
+    model, dataset, split: str, *, max_samples: int | None, seed: int, device: torch.device, batch_size: int = 256
+) -> Encoded:
+    """Encode (a seeded sample of) a split: codes, labels, head and adversary predictions, ground truth."""
+    from factorlab.data.loading import eval_loader, to_device
+
+    indices = sample_indices(len(dataset), max_samples, seed)
+    chunks: dict[str, list[np.ndarray]] = {}
+    for batch in eval_loader(torch.utils.data.Subset(dataset, indices.tolist()), batch_size):
+        images, _ = to_device(batch, device)
+        out = model.net(images)
+        adversary_logits = model.adversaries(out["codes"]) if model.adversaries.links else {}
+        for name, code in out["codes"].items():
+            chunks.setdefault(f"code:{name}", []).append(code.flatten(1).float().cpu().numpy())
+        for kind, links, logits in (
+            ("head", model.net.head_links, out["logits"]),
+            ("adversary", model.adversaries.links, adversary_logits),
+        ):
+            for link in links:
+                key = f"{kind}/{link.factor}/{link.code}"
+                chunks.setdefault(key, []).append(logits[link.key].argmax(dim=1).cpu().numpy())
+    joined = {key: np.concatenate(parts) for key, parts in chunks.items()}
+    codes = {key[len("code:") :]: value for key, value in joined.items() if key.startswith("code:")}
+    predictions = {key: value for key, value in joined.items() if not key.startswith("code:")}
+    labels = {factor: np.asarray(dataset.labels(factor))[indices].astype(np.int64) for factor in dataset.classes}
+    classes = {factor: list(names) for factor, names in dataset.classes.items()}
+    return Encoded(
+        split, indices, codes, labels, classes, predictions, discrete_ground_truth(dataset, indices, set(labels))
+    )
+
+
+def owners(model) -> dict[str, str]:
+    """Factor -> the code meant to hold it: the code its (first) head reads."""
+    out: dict[str, str] = {}
+    for link in model.net.head_links:
+        out.setdefault(link.factor, link.code)
+    return out
+
+
+def similarity_pairs(model) -> list[tuple[str, str]]:
+    """(code, factor) pairs for the similarity tables: each code with each factor a head or adversary reads from it."""
+    pairs = [(link.code, link.factor) for link in [*model.net.head_links, *model.adversaries.links]]
+    if not pairs:  # a model with neither: every code against the first factor
+        pairs = [(code, next(iter(model.factors))) for code in model.code_names]
+    return list(dict.fromkeys(pairs))
+
+
+def read_metrics_log(rundir: Path) -> list[dict]:
+    """The records of the run's metrics.jsonl (empty when there is none); a broken line is an error naming it."""
+    path = Path(rundir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise FactorlabError(f"{path}, line {number}: not valid JSON ({err.msg}); delete that line") from None
+    return records
+
+
+def _curve_metrics(records: list[dict]) -> list[str]:
+    """The curves worth a panel: accuracies and loss terms (not per-step timing)."""
+    keys = dict.fromkeys(k for r in records for k, v in r.items() if isinstance(v, int | float))
+    return [k for k in keys if k.endswith(("/accuracy", "/loss"))]
+
+
+def _swap_grid(model, dataset, encoded: Encoded, path: Path, seed: int) -> Path | None:
+    """A grid of decoded code swaps on random test pairs, if factorlab.swap offers it (guarded: optional part)."""
+    try:
+        from factorlab import swap
+    except ImportError:
+        return None
+    needed = ("synthesize", "save_swap", "default_codes", "random_pairs")
+    if not all(hasattr(swap, name) for name in needed):
+        return None
+    pairs = encoded.indices[swap.random_pairs(encoded.labels, SWAP_PAIRS, seed=seed)]
+    images = [[dataset.image(int(i)) for i in pair] for pair in pairs]
+    batch = torch.from_numpy(np.stack([im for pair in images for im in pair])).permute(0, 3, 1, 2).float() / 255
+    device = next(model.parameters()).device
+    result = swap.synthesize(model, batch[0::2].to(device), batch[1::2].to(device), swap.default_codes(model))
+    swap.save_swap(result, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# the evaluation
+
+
+def evaluate_run(
+    rundir: Path,
+    *,
+    split: str = "test",
+    max_samples: int = 5000,
+    probes: bool = True,
+    checkpoint: str = "best",
+    device: str = "cpu",
+    tsne: bool = False,
+    seed: int = 0,
+    log: Callable[[str], None] = lambda message: None,
+) -> dict:
+    """Evaluate a finished run on `split`; write eval.json, plots/, report.md and report.html; return the results."""
+    from factorlab.data.loading import build_dataset
+    from factorlab.rundir import load_run, load_summary
+    from factorlab.train import resolve_device
+
+    if split not in ("val", "test"):
+        raise FactorlabError(f"--split {split}: evaluate on 'val' or 'test' (probes are trained on 'train')")
+    if max_samples < 10:
+        raise FactorlabError(f"--max-samples {max_samples}: use at least 10 samples per split")
+    started = time.perf_counter()
+    rundir = Path(rundir)
+    summary = load_summary(rundir)  # a clear error for a missing or unfinished run
+    recipe, model = load_run(rundir, checkpoint)
+    model.to(resolve_device(device))
+    plot_dir = rundir / PLOTS
+
+    log("encoding the train and the evaluated split")
+    datasets = {name: build_dataset(recipe, name, model.factors) for name in ("train", split)}
+    train = encode_split(
+        model, datasets["train"], "train", max_samples=max_samples, seed=seed, device=model_device(model)
+    )
+    test = encode_split(model, datasets[split], split, max_samples=max_samples, seed=seed, device=model_device(model))
+    owner = owners(model)
+    result: dict = {
+        "name": summary.get("name", recipe.run.name),
+        "rundir": str(rundir),
+        "split": split,
+        "checkpoint": checkpoint,
+        "n": {"train": int(len(train.indices)), split: int(len(test.indices))},
+        "codes": {name: int(code.shape[1]) for name, code in test.codes.items()},
+        "factors": list(test.labels),
+        "owners": owner,
+        "classes": test.classes,
+    }
+
+    # heads and in-training adversaries
+    result["heads"], result["adversaries"] = {}, {}
+    for key, predicted in test.predictions.items():
+        kind, factor, code = key.split("/")
+        scores = metrics.classification_summary(test.labels[factor], predicted, test.classes[factor])
+        scores["chance"] = metrics.chance_rate(test.labels[factor])
+        result["heads" if kind == "head" else "adversaries"][f"{factor}/{code}"] = scores
+    for name, scores in result["heads"].items():
+        plots.plot_confusion(
+            np.array(scores["confusion"]), scores["classes"], plot_dir / f"confusion-{name.replace('/', '-')}.png",
+            title=f"head {name} on {split} (accuracy {report.pct(scores['accuracy'])})",
+        )  # fmt: skip
+
+    if probes:
+        log("training leakage probes (linear and MLP) on the frozen codes")
+        result["probes"] = metrics.leakage_probes(
+            train.codes, train.labels, test.codes, test.labels, owner, max_train=max_samples, seed=seed
+        )
+        kinds = list(dict.fromkeys(r["probe"] for r in result["probes"]))
+        matrix = np.array([[_probe(result["probes"], f, c, k) for f in test.labels] for c in test.codes for k in kinds])
+        rows = [f"{c} ({k})" for c in test.codes for k in kinds]
+        plots.plot_matrix(matrix, rows, list(test.labels), plot_dir / "probes.png", title="probe accuracy",
+                          fmt="{:.0%}", vmax=1.0)  # fmt: skip
+
+    log("similarity tables")
+    result["similarity"] = []
+    for code, factor in similarity_pairs(model):
+        for center in (False, True):
+            table = metrics.similarity_table(
+                test.codes, test.labels, code, factor, classes=test.classes, center=center, seed=seed
+            )
+            result["similarity"].append({**table, "centered": center})
+
+    log("MIG and DCI")
+    factor_labels = {k: {**v.labels, **v.ground_truth} for k, v in (("train", train), ("test", test))}
+    shared = [f for f in factor_labels["test"] if f in factor_labels["train"]]
+    result["ground_truth_factors"] = [f for f in shared if f in test.ground_truth]
+    result["mig"] = metrics.mig(test.codes, {f: factor_labels["test"][f] for f in shared}, seed=seed)
+    result["dci"] = metrics.dci(
+        train.codes,
+        {f: factor_labels["train"][f] for f in shared},
+        test.codes,
+        {f: factor_labels["test"][f] for f in shared},
+        seed=seed,
+    )
+    importance = result["dci"]["code_importance"]
+    plots.plot_matrix(np.array([[importance[c][f] for f in shared] for c in test.codes]), list(test.codes), shared,
+                      plot_dir / "dci-importance.png", title="DCI importance (codes x factors)")  # fmt: skip
+
+    log("projections and training curves")
+    points = {name: metrics.project_2d(code, "pca", seed=seed) for name, code in test.codes.items()}
+    plots.plot_projections(points, test.labels, test.classes, plot_dir / "pca.png", method="PCA")
+    if tsne:
+        points = {
+            name: metrics.project_2d(code, "tsne", max_points=1500, seed=seed) for name, code in test.codes.items()
+        }
+        plots.plot_projections(points, test.labels, test.classes, plot_dir / "tsne.png", method="t-SNE")
+    records = read_metrics_log(rundir)
+    if records:
+        plots.plot_training_curves(records, plot_dir / "curves.png", metrics=_curve_metrics(records))
+
+    swap_path = None
+    if model.net.decoder is not None:
+        log("swap grid")
+        swap_path = _swap_grid(model, datasets[split], test, plot_dir / "swap.png", seed)
+    result["swap_grid"] = str(swap_path.relative_to(rundir)) if swap_path else None
+    result["in_training"] = summary.get("splits", {}).get(split, {})
+    result["wall_time_s"] = time.perf_counter() - started
+
+    path = rundir / "eval.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    tmp.replace(path)
+    report.write_report(rundir, report_sections(result, rundir, tsne=tsne, curves=bool(records)),
+                        title=f"factorlab report: {result['name']}")  # fmt: skip
+    return result
+
+
+def model_device(model) -> torch.device:
+    """The device the model's parameters live on."""
+    return next(model.parameters()).device
+
+
+def _probe(results: list[dict], factor: str, code: str, kind: str) -> float:
+    for r in results:
+        if (r["factor"], r["code"], r["probe"]) == (factor, code, kind):
+            return r["accuracy"]
+    return float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+
+
+def head_table(result: dict) -> report.Table:
+    """Heads and in-training adversaries: accuracy, macro F1 and chance on the evaluated split."""
+    rows = [
+        [
+            kind,
+            name.split("/")[0],
+            name.split("/")[1],
+            report.pct(s["accuracy"]),
+            s["macro_f1"],
+            report.pct(s["chance"]),
+            s["n"],
+        ]
+        for kind, group in (("head", result["heads"]), ("adversary", result["adversaries"]))
+        for name, s in group.items()
+    ]
+    return report.Table(["part", "factor", "code", "accuracy", "macro F1", "chance", "n"], rows,
+                        f"Classifiers of the model on the {result['split']} split")  # fmt: skip
+
+
+def per_class_table(name: str, scores: dict) -> report.Table:
+    """Per-class accuracy (recall) of one head."""
+    rows = [[cls, report.pct(acc), sum(row)] for cls, acc, row in
+            zip(scores["classes"], scores["per_class_accuracy"].values(), scores["confusion"], strict=True)]  # fmt: skip
+    return report.Table(["class", "accuracy", "n"], rows, f"Per-class accuracy of head {name}")
+
+
+def similarity_summary_table(result: dict) -> report.Table:
+    """One row per (code, factor): mean cosine of same-factor pairs vs reverse pairs, raw and centred."""
+    rows = []
+    for s in result["similarity"]:
+        rows.append([s["code"], s["factor"], "centred" if s["centered"] else "raw (paper)", s["same_mean"],
+                     s["reverse_mean"], s["same_mean"] - s["reverse_mean"]])  # fmt: skip
+    return report.Table(["code", "factor", "cosine", "same factor, others differ", "factor differs, others same",
+                         "gap"], rows, "Mean cosine similarity of codes over controlled pairs")  # fmt: skip
+
+
+def report_sections(result: dict, rundir: Path, *, tsne: bool = False, curves: bool = True) -> list[report.Section]:
+    """The sections of report.md / report.html from an `evaluate_run` result."""
+    split, n = result["split"], result["n"]
+    sections = [
+        report.Section(
+            "Summary",
+            f"Run `{result['rundir']}`, checkpoint `{result['checkpoint']}`, evaluated on {n[split]} samples of "
+            f"the `{split}` split; probes and DCI are trained on {n['train']} samples of `train`. "
+            f"Codes (dims): {', '.join(f'`{k}` ({v})' for k, v in result['codes'].items())}. "
+            "All numbers are also in `eval.json`.",
+            tables=[head_table(result)],
+        )
+    ]
+    if curves:
+        sections.append(report.Section("Training curves", "From `metrics.jsonl`.",
+                                       images=[report.Image(f"{PLOTS}/curves.png", "training curves")]))  # fmt: skip
+    for name, scores in result["heads"].items():
+        sections.append(
+            report.Section(
+                f"Head {name}",
+                f"Accuracy {report.pct(scores['accuracy'])}, macro F1 {scores['macro_f1']:.3f}, "
+                f"chance (majority class) {report.pct(scores['chance'])}.",
+                tables=[per_class_table(name, scores)],
+                images=[report.Image(f"{PLOTS}/confusion-{name.replace('/', '-')}.png", f"confusion matrix of {name}")],
+            )
+        )
+    if "probes" in result:
+        sections.append(
+            report.Section(
+                "Leakage probes",
+                "An adversary at chance does not prove that the information is gone: fresh linear and MLP probes "
+                "are trained on the frozen codes of the train split and scored on the evaluated split, for every "
+                "(factor, code) pair. Compare each with chance (the majority-class rate) and with the same probe on "
+                "the code meant to hold the factor. Factors whose evaluated classes are absent from train "
+                "(identity with identity-disjoint splits) are probed on stratified halves of the evaluated split.",
+                tables=[report.probe_table(result["probes"])],
+                images=[report.Image(f"{PLOTS}/probes.png", "probe accuracy, codes x factors")],
+            )
+        )
+    tables = [similarity_summary_table(result)]
+    for s in result["similarity"]:
+        if not s["centered"]:
+            tables += report.similarity_tables(s)
+    sections.append(
+        report.Section(
+            "Code similarity (paper Table 3, generalised)",
+            "Mean cosine similarity of a code between pairs that share the factor and differ in every other "
+            "labelled factor, and between pairs that differ in the factor and share the others. A code that "
+            "holds the factor has a high first and a low second column. The raw cosine is the paper's; the "
+            "centred one subtracts the mean code first, so a common offset does not lift every pair.",
+            tables=tables,
+        )
+    )
+    mig, dci = result["mig"], result["dci"]
+    gt = result["ground_truth_factors"]
+    sections.append(
+        report.Section(
+            "Disentanglement metrics",
+            "MIG (Chen et al. 2018) and DCI (Eastwood & Williams 2018) as in disentanglement_lib, over the "
+            "latent dims of all codes and aggregated per code. "
+            + (f"Ground-truth factors from the data set: {', '.join(gt)}. " if gt else "")
+            + "DCI protocols: "
+            + ", ".join(f"{k}: {v}" for k, v in dci["protocol"].items())
+            + ".",
+            tables=[
+                report.disentanglement_table(mig, dci),
+                report.code_factor_table(mig["code_mi"], "Largest normalised mutual information of a dim of each code"),
+                report.code_factor_table(dci["code_importance"], "DCI importance summed over each code's dims"),
+            ],
+            images=[report.Image(f"{PLOTS}/dci-importance.png", "DCI importance, codes x factors")],
+        )
+    )
+    images = [report.Image(f"{PLOTS}/pca.png", "PCA of each code, coloured by each factor")]
+    if tsne:
+        images.append(report.Image(f"{PLOTS}/tsne.png", "t-SNE of each code, coloured by each factor"))
+    sections.append(report.Section("Projections", "A code that holds a factor separates its colours.", images=images))
+    if result.get("swap_grid"):
+        sections.append(
+            report.Section(
+                "Code swaps",
+                "X1, X2: originals; X1', X2': reconstructions; X1'', X2'': decoded with the swapped codes.",
+                images=[report.Image(result["swap_grid"], "swap grid on random pairs of the evaluated split")],
+            )
+        )
+    return sections
