@@ -141,22 +141,29 @@ def _curve_metrics(records: list[dict]) -> list[str]:
     return [k for k in keys if k.endswith(("/accuracy", "/loss"))]
 
 
-def _swap_grid(model, dataset, encoded: Encoded, path: Path, seed: int) -> Path | None:
-    """A grid of decoded code swaps on random test pairs, if factorlab.swap offers it (guarded: optional part)."""
+def _swap_grid(model, dataset, encoded: Encoded, path: Path, seed: int) -> tuple[Path | None, str | None]:
+    """A grid of decoded code swaps on random pairs, if factorlab.swap offers it: (path, None) or (None, why not)."""
     try:
         from factorlab import swap
     except ImportError:
-        return None
+        return None, "factorlab.swap is not available"
     needed = ("synthesize", "save_swap", "default_codes", "random_pairs")
     if not all(hasattr(swap, name) for name in needed):
-        return None
-    pairs = encoded.indices[swap.random_pairs(encoded.labels, SWAP_PAIRS, seed=seed)]
-    images = [[dataset.image(int(i)) for i in pair] for pair in pairs]
-    batch = torch.from_numpy(np.stack([im for pair in images for im in pair])).permute(0, 3, 1, 2).float() / 255
-    device = next(model.parameters()).device
-    result = swap.synthesize(model, batch[0::2].to(device), batch[1::2].to(device), swap.default_codes(model))
-    swap.save_swap(result, path)
-    return path
+        return None, "factorlab.swap lacks " + ", ".join(n for n in needed if not hasattr(swap, n))
+    try:
+        pairs = swap.random_pairs(encoded.labels, SWAP_PAIRS, seed=seed)  # positions in the encoded sample
+    except FactorlabError as err:  # e.g. a split too small for pairs that differ in every factor
+        return None, str(err)
+    images = np.stack([dataset.image(int(encoded.indices[k])) for k in pairs.reshape(-1)])
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).to(model_device(model))
+
+    def describe(k: int) -> str:
+        return " ".join(encoded.classes[f][encoded.labels[f][k]] for f in encoded.labels)
+
+    labels = [f"1: {describe(a)}\n2: {describe(b)}" for a, b in pairs.tolist()]
+    result = swap.synthesize(model, batch[0::2], batch[1::2], swap.default_codes(model))
+    swap.save_swap(result, path, labels)
+    return path, None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,11 +278,11 @@ def evaluate_run(
     if records:
         plots.plot_training_curves(records, plot_dir / "curves.png", metrics=_curve_metrics(records))
 
-    swap_path = None
+    swap_path, result["swap_grid_note"] = None, None
     if model.net.decoder is not None:
         log("swap grid")
-        swap_path = _swap_grid(model, datasets[split], test, plot_dir / "swap.png", seed)
-    result["swap_grid"] = str(swap_path.relative_to(rundir)) if swap_path else None
+        swap_path, result["swap_grid_note"] = _swap_grid(model, datasets[split], test, plot_dir / "swap.png", seed)
+    result["swap_grid"] = swap_path.relative_to(rundir).as_posix() if swap_path else None
     result["in_training"] = summary.get("splits", {}).get(split, {})
     result["wall_time_s"] = time.perf_counter() - started
 
@@ -424,4 +431,6 @@ def report_sections(result: dict, rundir: Path, *, tsne: bool = False, curves: b
                 images=[report.Image(result["swap_grid"], "swap grid on random pairs of the evaluated split")],
             )
         )
+    elif result.get("swap_grid_note"):
+        sections.append(report.Section("Code swaps", f"No swap grid: {result['swap_grid_note']}."))
     return sections

@@ -87,6 +87,7 @@ class Reporter:
             console.print(
                 f"epoch {epoch + 1}/{self.total_epochs}  train loss {train.get('total/loss', float('nan')):.4f}  val {_short(acc)}"
             )
+            console.file.flush()  # show each epoch at once, also when stdout is a pipe
 
     def finish(self, summary: dict) -> None:
         """The closing summary table."""

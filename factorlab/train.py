@@ -528,6 +528,7 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
             dist.barrier()
 
     wall = time.perf_counter() - started
+    rank_gap = rank_weight_gap(model) if dist_info.active else 0.0
     if dist_info.main:
         summary = {
             "name": recipe.run.name,
@@ -538,6 +539,8 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
             "images_per_s": images_seen / train_time if train_time > 0 else 0.0,
             "epochs": recipe.run.epochs,
             "classes": model.classes,
+            "world_size": dist_info.world,
+            "max_weight_difference_across_ranks": rank_gap,
         }
         summary["splits"]["val"] = evaluate(model, val_set, recipe, device)
         summary["splits"]["test"] = evaluate(model, build_dataset(recipe, "test", factors), recipe, device)
@@ -546,6 +549,16 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
     if dist_info.active:
         dist.barrier()
     return rundir
+
+
+def rank_weight_gap(model: nn.Module) -> float:
+    """Largest absolute difference between this rank's weights and rank 0's, over all ranks (a collective)."""
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+    reference = flat.clone()
+    dist.broadcast(reference, src=0)
+    gap = (flat - reference).abs().max()
+    dist.all_reduce(gap, op=dist.ReduceOp.MAX)
+    return float(gap)
 
 
 def _check_finite(first_bad: torch.Tensor, sums: dict[str, torch.Tensor]) -> None:

@@ -74,9 +74,14 @@ def test_third_party_distribution_is_discovered_and_usable_from_a_recipe(tmp_pat
     infos = _plugins_json(_env(site))
     assert infos["factorlab-tiny"]["version"] == "1.0"
     assert infos["factorlab-tiny"]["registered"] == {"branches": ["tiny"]}
-    result = run_cli("validate", str(QUICKSTART), "codes.exp.branch=tiny", "codes.exp.scale=2.0", env=_env(site))
+    recipe = tmp_path / "tiny.toml"
+    text = QUICKSTART.read_text()
+    section = text[text.index("[codes.exp]") : text.index("[codes.nonexp]")]
+    recipe.write_text(text.replace(section, '[codes.exp]\nbranch = "tiny"\nscale = 2.0\n\n'))
+    result = run_cli("validate", str(recipe), "--print", env=_env(site))
     assert result.returncode == 0, result.stderr
-    bad = run_cli("validate", str(QUICKSTART), "codes.exp.branch=tiny", "codes.exp.scal=2.0", env=_env(site))
+    assert 'branch = "tiny"' in result.stdout and "scale = 2.0" in result.stdout
+    bad = run_cli("validate", str(recipe), "codes.exp.scal=2.0", env=_env(site))
     assert bad.returncode == 2 and "codes.exp.scal: unknown key" in bad.stderr
 
 
@@ -108,7 +113,7 @@ def test_disable_plugins_by_name(tmp_path: Path) -> None:
     assert infos["factorlab-dup"]["status"] == "disabled"
     assert infos["identity"]["status"] == "disabled"
     assert infos["expression"]["status"] == "loaded"
-    result = run_cli("validate", str(QUICKSTART), env=_env(site, FACTORLAB_DISABLE_PLUGINS="expression"))
+    result = run_cli("validate", str(QUICKSTART), env={"FACTORLAB_DISABLE_PLUGINS": "expression"})
     assert result.returncode == 2 and "unknown factor 'expression'" in result.stderr
 
 

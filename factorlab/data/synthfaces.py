@@ -123,8 +123,8 @@ def _split_params(config: SynthFacesConfig, split: str) -> tuple[np.ndarray, np.
     identity_table = np.array(
         [[identity_params(config.seed, i)[k] for k in IDENTITY_KEYS] for i in range(config.identities)]
     )
-    rows = []
-    for ident in ids:
+    samples = np.empty((len(ids) * spi, len(SAMPLE_KEYS)), dtype=np.float64)
+    for n, ident in enumerate(ids):
         traits = dict(zip(IDENTITY_KEYS, identity_table[ident], strict=True))
         # Balanced schedule: each identity cycles through the expressions in its own order.
         schedule = _seed_rng(config.seed, 3, int(ident)).permutation(len(EXPRESSIONS))
@@ -135,8 +135,8 @@ def _split_params(config: SynthFacesConfig, split: str) -> tuple[np.ndarray, np.
             expression = int(habitual[ident]) if (split == "train" and habit) else int(schedule[k % len(EXPRESSIONS)])
             p = sample_params(config.seed, index, traits, expression, config.difficulty, rng=rng)
             p["identity"] = float(ident)
-            rows.append([p[key] for key in SAMPLE_KEYS])
-    return identity_table, np.array(rows, dtype=np.float64).reshape(-1, len(SAMPLE_KEYS))
+            samples[n * spi + k] = [p[key] for key in SAMPLE_KEYS]
+    return identity_table, samples
 
 
 def cache_root(config: SynthFacesConfig) -> Path:

@@ -254,11 +254,11 @@ def stack_params(params: list[Mapping[str, float]]) -> dict[str, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Rendering. Images are channel-first float32 planes (3, B, H, W) while drawing: compositing a colour
+# Rendering. Images are channel-first float32 planes (3, B, H*W) while drawing: compositing a colour
 # over contiguous planes is several times faster than over an interleaved (..., 3) axis.
 
 F32 = np.float32
-_TILE_ELEMENTS = 16384  # float32 elements per temporary while drawing (64 KiB)
+_TILE_ELEMENTS = 32768  # float32 elements per temporary while drawing (128 KiB: fits L2, reused by malloc)
 _NOISE = np.random.Generator(np.random.PCG64(20200101)).standard_normal(1 << 20, dtype=F32)
 
 
@@ -296,8 +296,8 @@ def _fixed(r: float, g: float, b: float) -> np.ndarray:
     return np.array([r, g, b], dtype=F32)[:, None, None]
 
 
-def _prepare(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per-sample scalars of a batch, as float32 (B, 1) arrays (colours as (3, B, 1))."""
+def _prepare(params: Mapping[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+    """Per-sample scalars of a batch at `size` px, as float32 (B, 1) arrays (colours as (3, B, 1))."""
     p = {k: np.clip(np.asarray(params[k], dtype=np.float64).reshape(-1), *PARAM_RANGES[k]) for k in PARAM_KEYS}
     for k in INTEGER_PARAMS:
         p[k] = np.round(p[k])
@@ -325,16 +325,14 @@ def _prepare(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
     for name, values in styles.items():
         s[name] = np.asarray(values, dtype=F32)[style][:, None]
+    # Rows of the two feature bands (see `_band`).
+    s["eye_r0"], s["eye_r1"] = _rows(s, *_eye_box(s), size)
+    s["mouth_r0"], s["mouth_r1"] = _rows(s, *_mouth_box(s, s["scale"] * F32(size / 2.0)), size)
     return s
 
 
-def _band(s: dict[str, np.ndarray], u_half, v0, v1, size: int) -> tuple[slice, np.ndarray]:
-    """Rows that hold the face box |u| <= u_half, v0 <= v <= v1 of each sample.
-
-    Returns the flattened pixel range covering every sample's rows, and a mask (B, P_band) of the
-    pixels inside each sample's own rows. Outside its own rows a sample draws nothing, so an image
-    is the same whichever other samples share its batch.
-    """
+def _rows(s: dict[str, np.ndarray], u_half, v0, v1, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample, the image rows [r0, r1) that hold the face box |u| <= u_half, v0 <= v <= v1."""
     squeeze = F32(1.0) - F32(0.22) * np.abs(s["yaw"])
     ys = [
         s["ty"] + s["scale"] * (s["sin_rotation"] * squeeze * cu + s["cos_rotation"] * cv)
@@ -344,9 +342,49 @@ def _band(s: dict[str, np.ndarray], u_half, v0, v1, size: int) -> tuple[slice, n
     lo, hi = np.minimum.reduce(ys), np.maximum.reduce(ys)
     r0 = np.clip(np.floor((lo + F32(1.0)) * F32(size / 2.0)) - 2, 0, size)
     r1 = np.clip(np.ceil((hi + F32(1.0)) * F32(size / 2.0)) + 2, 0, size)
-    first, last = int(r0.min()), max(int(r0.min()), int(r1.max()))
+    return r0, np.maximum(r0, r1)
+
+
+def _band(r0: np.ndarray, r1: np.ndarray, size: int) -> tuple[slice, np.ndarray]:
+    """The flattened pixels of rows [min r0, max r1) and a mask (B, P_band) of each sample's own rows.
+
+    Outside its own rows a sample draws nothing, so an image is the same whichever other samples
+    share its batch (and a band never clips a feature: tests compare with full-frame drawing).
+    """
+    first, last = int(r0.min()), int(r1.max())
     rows = np.repeat(np.arange(first, last, dtype=F32), size)[None, :]
     return slice(first * size, last * size), (rows >= r0) & (rows < r1)
+
+
+def _eye_box(s: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(u_half, v_top, v_bottom) bounding the brows, eyes, glasses and nose wrinkles; see `_draw_eyes`."""
+    ey, es, inner, thick = s["eye_y"], s["eye_size"], s["brow_inner"], s["brow_thick"] * F32(1.3)
+    brow = ey - es * F32(0.6) - F32(0.07) - F32(0.07) * (s["brow_raise"] + s["rest_brow"] * F32(0.3))
+    brow_top = brow - F32(0.035) - F32(0.045) * np.maximum(inner, F32(0.0)) - thick
+    brow_bottom = brow + F32(0.045) * np.maximum(-inner, F32(0.0)) + thick
+    eye = es * F32(0.6) * np.maximum(F32(1.0) + s["eye_open"], F32(0.25)) + F32(0.016)
+    ring = s["glasses"] * (es * F32(1.55 * 0.82) + F32(0.016))
+    top = np.minimum(brow_top, ey - np.maximum(eye, ring))
+    bottom = np.maximum(np.maximum(brow_bottom, ey + np.maximum(eye, ring)), ey + es * F32(0.4) + F32(0.035))
+    return np.maximum(s["face_w"], s["eye_spacing"] + es * F32(1.6)), top - F32(0.02), bottom + F32(0.02)
+
+
+def _mouth_box(s: dict[str, np.ndarray], inv_aa: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(u_half, v_top, v_bottom) bounding the nose, folds, mole and mouth; see `_draw_nose_mouth`."""
+    fh = s["face_h"]
+    nose_y, mouth_y = fh * F32(0.2), fh * F32(0.55)
+    mw = s["mouth_w"] * np.maximum(F32(1.0) + s["mouth_width"], F32(0.3))
+    reach = F32(1.0) + F32(0.5) / (mw * inv_aa)  # |mx| where the anti-aliased mouth corner ends
+    bend = F32(0.09) * reach * reach * (np.abs(s["mouth_curve"] + s["rest_curve"]) + reach * np.abs(s["mouth_asym"]))
+    lip = s["lip_thick"] * np.maximum(F32(1.0) - F32(0.6) * s["lip_press"], F32(0.25)) * F32(1.2)
+    mouth_top = mouth_y - bend - F32(0.07) * np.maximum(s["mouth_open_up"], F32(0.0)) - lip
+    mouth_bottom = mouth_y + bend + F32(0.09) * np.maximum(s["mouth_open_down"], F32(0.0)) + lip
+    mole = s["mole"] > 0
+    top = np.minimum(nose_y - F32(0.06), np.where(mole, s["mole_v"] - F32(0.02), F32(9.0)))
+    top = np.minimum(top, mouth_top)
+    bottom = np.maximum(mouth_bottom, np.where(mole, s["mole_v"] + F32(0.02), F32(-9.0)))
+    u_half = np.maximum(mw * reach + F32(0.06), np.where(mole, np.abs(s["mole_u"]) + F32(0.02), F32(0.0)))
+    return np.maximum(u_half, F32(0.15)), top - F32(0.02), bottom + F32(0.02)
 
 
 def _draw_eyes(s: dict[str, np.ndarray], img: np.ndarray, ua: np.ndarray, v: np.ndarray, inv_aa: np.ndarray) -> None:
@@ -494,11 +532,9 @@ def _draw(s: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, size: int) -> 
     # Features only where they can be: two bands of rows, drawn in place through views.
     # Outside a sample's own rows v is set far away, where every shape has zero coverage.
     far = F32(1000.0)
-    ey = s["eye_y"]
-    rows, inside = _band(s, fw, ey - F32(0.5), ey + F32(0.3), size)
+    rows, inside = _band(s["eye_r0"], s["eye_r1"], size)
     _draw_eyes(s, img[:, :, rows], ua[:, rows], np.where(inside, v[:, rows], far), inv_aa)
-    top = np.minimum(fh * F32(0.1), s["mole_v"]) - F32(0.06)
-    rows, inside = _band(s, np.maximum(F32(0.5), np.abs(s["mole_u"])), top, fh * F32(0.55) + F32(0.4), size)
+    rows, inside = _band(s["mouth_r0"], s["mouth_r1"], size)
     _draw_nose_mouth(s, img[:, :, rows], u[:, rows], np.where(inside, v[:, rows], far), inv_aa)
 
     # Occluding patch (image coordinates), then lighting and colour cast.
@@ -515,7 +551,7 @@ def _draw(s: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, size: int) -> 
 def render_batch(params: Mapping[str, np.ndarray], image_size: int) -> np.ndarray:
     """Render a batch of samples (dict of arrays of length B) -> uint8 (B, S, S, 3)."""
     size = int(image_size)
-    s = _prepare(params)
+    s = _prepare(params, size)
     n = len(s["scale"])
     grid = (np.arange(size, dtype=F32) + F32(0.5)) * F32(2.0 / size) - F32(1.0)
     x = np.tile(grid, size)[None, :]  # pixels flattened: long inner loops against per-sample scalars

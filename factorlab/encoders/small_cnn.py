@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
@@ -14,21 +16,30 @@ class SmallCNNConfig(BaseModel):
     widths: list[int] = Field(
         default_factory=lambda: [32, 64, 128, 256],
         min_length=1,
-        description="Output channels of each stage; each stage is a stride-2 3x3 conv, BatchNorm and ReLU, "
+        description="Output channels of each stage; each stage is a stride-2 3x3 conv, a norm layer and ReLU, "
         "so the feature map is image_size / 2**len(widths) (64x64 -> 256x4x4 by default).",
+    )
+    norm: Literal["batch", "group", "none"] = Field(
+        "batch",
+        description="Normalisation after each conv: 'batch' (BatchNorm), 'group' (GroupNorm, 8 groups: "
+        "independent of the batch, so a distributed run computes exactly what one process would), or 'none'.",
     )
 
 
 class SmallCNN(nn.Module):
     """Images (B, 3, H, W) in [0, 1] -> features (B, widths[-1], H / 2**n, W / 2**n)."""
 
-    def __init__(self, widths: list[int]) -> None:
+    def __init__(self, widths: list[int], norm: str = "batch") -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_channels = 3
         for width in widths:
-            # no conv bias: BatchNorm's shift replaces it
-            layers += [nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width)]
+            # no conv bias when a norm layer follows: its shift replaces it
+            layers.append(nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=norm == "none"))
+            if norm == "batch":
+                layers.append(nn.BatchNorm2d(width))
+            elif norm == "group":
+                layers.append(nn.GroupNorm(min(8, width), width))
             layers.append(nn.ReLU(inplace=True))
             in_channels = width
         self.features = nn.Sequential(*layers)
@@ -39,7 +50,7 @@ class SmallCNN(nn.Module):
 
 def small_cnn(config: SmallCNNConfig, *, image_size: int) -> SmallCNN:
     """A few stride-2 conv + BatchNorm + ReLU stages."""
-    return SmallCNN(config.widths)
+    return SmallCNN(config.widths, config.norm)
 
 
 PARTS = [

@@ -187,7 +187,7 @@ def render_params(draw):
 def test_renderer_never_nan_always_uint8_right_shape(params, size):
     image = R.render(params, size)
     assert image.dtype == np.uint8 and image.shape == (size, size, 3)
-    s = R._prepare({k: np.array([v]) for k, v in params.items()})
+    s = R._prepare({k: np.array([v]) for k, v in params.items()}, size)
     grid = (np.arange(size, dtype=np.float32) + 0.5) * (2.0 / size) - 1.0
     linear = R._draw(s, np.tile(grid, size)[None], np.repeat(grid, size)[None], size)
     assert np.isfinite(linear).all()
@@ -258,3 +258,23 @@ def test_preview_grid_shape_and_distinct_cells():
     assert grid.shape == (3 * 34 + 2, 8 * 34 + 2, 3) and grid.dtype == np.uint8
     cells = [grid[2 + r * 34 : 2 + r * 34 + 32, 2 + c * 34 : 2 + c * 34 + 32] for r in range(3) for c in range(8)]
     assert len({c.tobytes() for c in cells}) == 24  # every identity x expression differs
+
+
+def test_feature_bands_never_clip_a_feature(monkeypatch):
+    # Eyes and mouth are drawn only on bands of rows computed from the parameters; drawing them on the
+    # whole frame instead must give the same bytes, for typical and for extreme parameters.
+    rng = np.random.default_rng(0)
+    params = [
+        dict(R.sample_params(0, i, R.identity_params(0, i % 7), i % 8, (0.0, 1.0, 2.0)[i % 3]), identity=float(i % 7))
+        for i in range(48)
+    ]
+    params += [{k: rng.uniform(*R.PARAM_RANGES[k]) for k in R.PARAM_KEYS} for _ in range(48)]
+    stacked = R.stack_params(params)
+    banded = R.render_batch(stacked, 48)
+
+    def whole_frame(*args):
+        return np.float32(3.0), np.float32(-5.0), np.float32(5.0)
+
+    monkeypatch.setattr(R, "_eye_box", whole_frame)
+    monkeypatch.setattr(R, "_mouth_box", whole_frame)
+    assert np.array_equal(banded, R.render_batch(stacked, 48))

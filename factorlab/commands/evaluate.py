@@ -1,0 +1,243 @@
+"""factorlab eval RUNDIR and factorlab compare RUNDIR...: evaluate a run, compare runs (paper Tables 1 and 2)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from factorlab import report
+from factorlab.errors import FactorlabError
+
+console = Console(highlight=False)
+Handler = Callable[[argparse.Namespace], int]
+
+EVAL_EPILOG = """\
+examples:
+  factorlab eval runs/synth-expression-20261128-101500             test split, report.md + report.html
+  factorlab eval RUNDIR --max-samples 2000 --no-probes             faster: fewer samples, no leakage probes
+  factorlab eval RUNDIR --split val --tsne                          val split, with t-SNE projections too
+"""
+
+COMPARE_EPILOG = """\
+examples:
+  factorlab compare runs/synth-expression-* runs/synth-baseline-*  --table 1      paper Table 1 layout
+  factorlab compare runs/synth-ablation-* --table 2 --out table2.md               paper Table 2 layout
+"""
+
+
+def _rich_table(table: report.Table) -> Table:
+    out = Table(title=table.caption or None, title_justify="left")
+    for header in table.headers:
+        out.add_column(str(header))
+    for row in table.rows:
+        out.add_row(*(report.format_cell(v) for v in row))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# factorlab eval
+
+
+def eval_command(parser: argparse.ArgumentParser) -> Handler:
+    """factorlab eval RUNDIR [--split test] [--max-samples N] [--no-probes]"""
+    parser.add_argument("rundir", type=Path, help="a finished run folder (the one `factorlab run` printed)")
+    parser.add_argument("--split", default="test", choices=["val", "test"], help="split to evaluate (default test)")
+    parser.add_argument(
+        "--max-samples", type=int, default=5000, metavar="N", help="at most N samples of each split (default 5000)"
+    )
+    parser.add_argument("--no-probes", action="store_true", help="skip the post-hoc leakage probes (the slowest part)")
+    parser.add_argument("--tsne", action="store_true", help="also draw t-SNE projections (slower than PCA)")
+    parser.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint to load")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the samples, probes and pairs")
+    parser.epilog = EVAL_EPILOG
+
+    def handle(args: argparse.Namespace) -> int:
+        from factorlab.evaluate import evaluate_run, head_table, similarity_summary_table
+
+        result = evaluate_run(
+            args.rundir,
+            split=args.split,
+            max_samples=args.max_samples,
+            probes=not args.no_probes,
+            checkpoint=args.checkpoint,
+            device=args.device,
+            tsne=args.tsne,
+            seed=args.seed,
+            log=lambda message: console.print(f"[dim]{message}...[/]"),
+        )
+        console.print(_rich_table(head_table(result)))
+        if "probes" in result:
+            probes = report.probe_table(result["probes"])
+            # the terminal is narrow: "test halves (test classes not in train)" -> "test halves"
+            probes.rows = [[*row[:-1], row[-1].split(" (")[0]] for row in probes.rows]
+            console.print(_rich_table(probes))
+        console.print(_rich_table(similarity_summary_table(result)))
+        console.print(_rich_table(report.disentanglement_table(result["mig"], result["dci"])))
+        console.print(
+            _rich_table(report.code_factor_table(result["dci"]["code_importance"], "DCI importance (codes x factors)"))
+        )
+        console.print(
+            f"wrote {args.rundir / 'eval.json'}, {args.rundir / 'report.md'}, {args.rundir / 'report.html'} "
+            f"and plots/ ({result['wall_time_s']:.1f} s)"
+        )
+        return 0
+
+    return handle
+
+
+# ---------------------------------------------------------------------------------------------
+# factorlab compare
+
+
+def _main_head(summary: Mapping) -> tuple[str, str] | None:
+    """(factor, code) of a run's first head, from the recipe saved in its summary."""
+    heads = summary.get("recipe", {}).get("heads") or []
+    return (heads[0]["factor"], heads[0]["code"]) if heads else None
+
+
+def _adversary_code(summary: Mapping, factor: str) -> str | None:
+    """The code of the run's (first) adversary on `factor`, if it has one."""
+    for adversary in summary.get("recipe", {}).get("adversaries") or []:
+        if adversary["factor"] == factor:
+            return adversary["code"]
+    return None
+
+
+def _split_value(summary: Mapping, split: str, key: str | None) -> Any:
+    return summary.get("splits", {}).get(split, {}).get(key) if key else None
+
+
+def _head_accuracy(split: str) -> Callable[[Mapping], Any]:
+    def value(summary: Mapping) -> Any:
+        head = _main_head(summary)
+        return report.pct(_split_value(summary, split, head and f"head/{head[0]}/{head[1]}/accuracy"))
+
+    return value
+
+
+def _adversary_accuracy(split: str) -> Callable[[Mapping], Any]:
+    def value(summary: Mapping) -> Any:
+        head = _main_head(summary)
+        code = head and _adversary_code(summary, head[0])
+        return report.pct(_split_value(summary, split, code and f"adversary/{head[0]}/{code}/accuracy"))
+
+    return value
+
+
+def run_labels(summaries: Sequence[Mapping]) -> list[str]:
+    """A label per run: its name, or its folder name where names repeat (e.g. an ablation's runs)."""
+    names = [str(s.get("name", "")) for s in summaries]
+    return [
+        n if names.count(n) == 1 and n else Path(str(s.get("rundir", n))).name
+        for n, s in zip(names, summaries, strict=True)
+    ]
+
+
+def table1(summaries: Sequence[Mapping], split: str = "test") -> report.Table:
+    """Paper Table 1: method | C_exp accuracy (the first head of each run)."""
+    head = _main_head(summaries[0]) or ("expression", "exp")
+    rows = [[label, _head_accuracy(split)(s)] for label, s in zip(run_labels(summaries), summaries, strict=True)]
+    return report.Table(["method", f"C_{head[1]} accuracy"], rows, f"Table 1: accuracy of C_{head[1]} ({split} split)")
+
+
+def table2(summaries: Sequence[Mapping], split: str = "test") -> report.Table:
+    """Paper Table 2: beta_rec | C_exp | C_adv_exp, rows by decreasing beta_rec as in the paper."""
+    head = _main_head(summaries[0]) or ("expression", "exp")
+    labelled = list(zip(run_labels(summaries), summaries, strict=True))
+
+    def beta(item: tuple[str, Mapping]) -> float:
+        value = report.lookup(item[1], "recipe.loss.beta_rec")
+        return float(value) if isinstance(value, int | float) else -math.inf
+
+    rows = [
+        [report.lookup(s, "recipe.loss.beta_rec"), _head_accuracy(split)(s), _adversary_accuracy(split)(s), label]
+        for label, s in sorted(labelled, key=beta, reverse=True)
+    ]
+    code = head[1]
+    return report.Table(["beta_rec", f"C_{code}", f"C_adv_{code}", "run"], rows,
+                        f"Table 2: effect of beta_rec ({split} split)")  # fmt: skip
+
+
+def leakage_table(summaries: Sequence[Mapping], evaluations: Sequence[Mapping | None]) -> report.Table | None:
+    """From each run's eval.json: the head's factor probed on its own code, on the other codes, and chance."""
+    if not any(evaluations):
+        return None
+    rows = []
+    for label, summary, ev in zip(run_labels(summaries), summaries, evaluations, strict=True):
+        head = _main_head(summary)
+        if not ev or "probes" not in ev or head is None:
+            rows.append([label, "–", "–", "–", "–", "–"])
+            continue
+        factor, code = head
+        for kind in dict.fromkeys(r["probe"] for r in ev["probes"]):
+            probes = [r for r in ev["probes"] if r["factor"] == factor and r["probe"] == kind]
+            own = [r["accuracy"] for r in probes if r["code"] == code]
+            others = [f"{r['code']} {report.pct(r['accuracy'])}" for r in probes if r["code"] != code]
+            chance = probes[0]["chance"] if probes else None
+            rows.append([label, kind, report.pct(own[0] if own else None), ", ".join(others) or "– (no other code)",
+                         report.pct(chance), ev.get("split")])  # fmt: skip
+    factor, code = _main_head(summaries[0]) or ("expression", "exp")
+    headers = ["run", "probe", f"{factor} from {code}", f"{factor} from the other codes", "chance", "split"]
+    return report.Table(headers, rows, f"Leakage: fresh probes reading {factor} from frozen codes (eval.json)")
+
+
+def _read_eval(rundir: Path) -> dict | None:
+    path = Path(rundir) / "eval.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise FactorlabError(f"{path}, line {err.lineno}: not valid JSON ({err.msg}); rerun factorlab eval") from None
+
+
+def compare_tables(rundirs: Sequence[Path], which: str = "all", split: str = "test") -> list[report.Table]:
+    """The comparison tables of runs: Table 1, Table 2 and (when runs have eval.json) the leakage table."""
+    from factorlab.rundir import load_summary
+
+    summaries = [load_summary(Path(r)) for r in rundirs]
+    missing = [str(r) for r, s in zip(rundirs, summaries, strict=True) if split not in s.get("splits", {})]
+    if missing:
+        raise FactorlabError(f"run(s) {', '.join(missing)} have no {split!r} split in summary.json; use --split val")
+    tables = []
+    if which in ("1", "all"):
+        tables.append(table1(summaries, split))
+    if which in ("2", "all"):
+        tables.append(table2(summaries, split))
+    if which == "all":
+        leakage = leakage_table(summaries, [_read_eval(Path(r)) for r in rundirs])
+        if leakage is not None:
+            tables.append(leakage)
+    return tables
+
+
+def compare_command(parser: argparse.ArgumentParser) -> Handler:
+    """factorlab compare RUNDIR... [--table 1|2|all] [--out compare.md]"""
+    parser.add_argument("rundirs", type=Path, nargs="+", metavar="RUNDIR", help="finished run folders")
+    parser.add_argument(
+        "--table", default="all", choices=["1", "2", "all"], help="paper Table 1, Table 2, or all (default)"
+    )
+    parser.add_argument("--split", default="test", choices=["val", "test"], help="split of summary.json (default test)")
+    parser.add_argument("--out", type=Path, metavar="FILE", help="also write the tables as Markdown to FILE")
+    parser.epilog = COMPARE_EPILOG
+
+    def handle(args: argparse.Namespace) -> int:
+        tables = compare_tables(args.rundirs, args.table, args.split)
+        for table in tables:
+            console.print(_rich_table(table))
+        if args.out:
+            text = "\n\n".join(f"**{t.caption}**\n\n{report.markdown_table(t.headers, t.rows)}" for t in tables)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text + "\n", encoding="utf-8")
+            console.print(f"wrote {args.out}")
+        return 0
+
+    return handle
