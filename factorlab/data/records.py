@@ -170,7 +170,7 @@ def require_dir(path: Path, what: str) -> None:
     """A DataError unless `path` is a folder."""
     if not path.is_dir():
         raise DataError(
-            f"{what} {path} does not exist or is not a folder; point root= at the data set (see docs/datasets/)"
+            f"{what} {path} does not exist or is not a folder; point data.root= at it (factorlab run RECIPE data.root=/path, or --root for prepare); docs/datasets/ says what to download"
         )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from layouts import EXPRESSION_8
+from factorlab.testing.layouts import EXPRESSION_8
 
 from factorlab.factors import Factor
 

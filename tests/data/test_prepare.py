@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from layouts import (
+from factorlab.testing.layouts import (
     affectnet_row,
     face,
     label_of,

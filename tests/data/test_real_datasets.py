@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from layouts import (
+from factorlab.testing.layouts import (
     CK_SUBJECTS,
     EXPRESSION_8,
     FER_USAGES,
@@ -217,7 +217,7 @@ def test_fer2013_with_eight_classes_says_contempt_is_missing(tmp_path, expressio
     ],
 )
 def test_fer2013_bad_rows(tmp_path, expression7, row, message):
-    from layouts import fer_pixels
+    from factorlab.testing.layouts import fer_pixels
 
     root = write_fer2013(tmp_path, extra=[row.format(px=fer_pixels(1))])
     line = 1 + 7 * sum(FER_USAGES.values()) + 1

@@ -1,4 +1,4 @@
-"""Tiny trees in each data set's official layout, drawn with Pillow (imported by the tests and conftest.py).
+"""Tiny trees in each data set's official layout, drawn with Pillow (for factorlab's tests and plugin authors' own).
 
 Every image's background brightness encodes the native label it carries (`shade(label)`), so a
 test can read back from the pixels which native id a loaded sample came from and check the
