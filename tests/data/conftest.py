@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from factorlab.testing.layouts import EXPRESSION_8
 
 from factorlab.factors import Factor
+from factorlab.testing.layouts import EXPRESSION_8
 
 
 @pytest.fixture

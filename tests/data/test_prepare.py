@@ -11,6 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from factorlab.commands.prepare import SOURCES, add_prepare_command, prepare
+from factorlab.data import affectnet, ckplus, imagefolder
+from factorlab.data.cache import open_cache
+from factorlab.errors import DataError, RecipeError, UnknownNameError
+from factorlab.factors import Factor
 from factorlab.testing.layouts import (
     affectnet_row,
     face,
@@ -19,12 +25,6 @@ from factorlab.testing.layouts import (
     write_ckplus,
     write_imagefolder,
 )
-
-from factorlab.commands.prepare import SOURCES, add_prepare_command, prepare
-from factorlab.data import affectnet, ckplus, imagefolder
-from factorlab.data.cache import open_cache
-from factorlab.errors import DataError, RecipeError, UnknownNameError
-from factorlab.factors import Factor
 
 EXPRESSION_8 = Factor("expression", ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt"))
 

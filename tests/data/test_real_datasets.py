@@ -10,6 +10,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from factorlab.data import affectnet, ckplus, fer2013, imagefolder, rafdb
+from factorlab.data.align import TEMPLATE_5, FaceCropper, MTCNNDetector, align_landmarks, similarity_transform
+from factorlab.data.base import FactorDataset
+from factorlab.data.records import read_image
+from factorlab.data.sampling import FaceAugment, epoch_order
+from factorlab.errors import DataError
 from factorlab.testing.layouts import (
     CK_SUBJECTS,
     EXPRESSION_8,
@@ -24,13 +31,6 @@ from factorlab.testing.layouts import (
     write_imagefolder,
     write_rafdb,
 )
-
-from factorlab.data import affectnet, ckplus, fer2013, imagefolder, rafdb
-from factorlab.data.align import TEMPLATE_5, FaceCropper, MTCNNDetector, align_landmarks, similarity_transform
-from factorlab.data.base import FactorDataset
-from factorlab.data.records import read_image
-from factorlab.data.sampling import FaceAugment, epoch_order
-from factorlab.errors import DataError
 
 MODULES = (affectnet, ckplus, fer2013, rafdb, imagefolder)
 
