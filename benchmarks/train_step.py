@@ -305,6 +305,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (the machine has 2 cores)")
         p.add_argument("--smoke", action="store_true", help="tiny sizes and a couple of steps: checks, not figures")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.threads = 1  # two threads on a busy 2-core machine stall at every OpenMP barrier
     if args.command == "step":
         if args.smoke:
             args.repeats, args.warmup, args.steps = 2, 1, args.steps or 1

@@ -52,8 +52,8 @@ def _changed(before: dict, module: torch.nn.Module) -> set[str]:
 
 def test_adversary_step_moves_only_the_adversaries() -> None:
     trainer, (images, labels) = _setup()
+    out = trainer.net(images)  # (the forward pass itself updates BatchNorm statistics)
     net_before, adv_before = _snapshot(trainer.model.net), _snapshot(trainer.model.adversaries)
-    out = trainer.net(images)
     trainer.adversary_step(out["codes"], labels)
     assert _changed(net_before, trainer.model.net) == set()
     assert _changed(adv_before, trainer.model.adversaries) == set(adv_before)
@@ -62,8 +62,8 @@ def test_adversary_step_moves_only_the_adversaries() -> None:
 def test_main_step_freezes_the_adversaries_but_trains_through_them() -> None:
     # beta_cls = 0: the encoder can only move through the adversary's uniform-confusion loss.
     trainer, (images, labels) = _setup(["loss.beta_cls=0"])
-    net_before, adv_before = _snapshot(trainer.model.net), _snapshot(trainer.model.adversaries)
     out = trainer.net(images)
+    net_before, adv_before = _snapshot(trainer.model.net), _snapshot(trainer.model.adversaries)
     codes = out["codes"]
     for code in codes.values():
         code.retain_grad()
