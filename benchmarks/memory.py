@@ -33,7 +33,9 @@ QUICKSTART_SMOKE = [
 def peak_rss_mib(command: list[str], env: dict[str, str] | None = None) -> float:
     """Run `command` to completion and return its peak resident set in MiB; raise if it fails."""
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})}
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
         if proc.returncode != 0:

@@ -14,24 +14,17 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from factorlab.data.base import FactorDataset
 from factorlab.data.records import (
-    AlignMode,
     Problems,
     Sample,
     Scan,
     Source,
     SourceConfig,
-    Table,
-    build_dataset,
     check_image_file,
-    holdout_mask,
-    read_image,
     require_dir,
     require_file,
 )
 from factorlab.errors import DataError
-from factorlab.factors import Factor
 
 #: AffectNet expression id -> canonical class name (ids 0-7; the canonical order is AffectNet's own).
 EXPRESSIONS = {0: "neutral", 1: "happy", 2: "sad", 3: "surprise", 4: "fear", 5: "disgust", 6: "anger", 7: "contempt"}
@@ -207,30 +200,7 @@ def scan_npy(config: AffectNetConfig, part: str, name: str, problems: Problems, 
     return samples
 
 
-def read(config: AffectNetConfig, sample: Sample) -> np.ndarray:
-    """The full image of a sample (cropping happens after)."""
-    return read_image(config.root / sample.source, sample.where)
+SOURCE = Source("affectnet", AffectNetConfig, scan, "AffectNet (8 expressions; both releases)")
 
-
-def select(config: AffectNetConfig, table: Table, split: str) -> np.ndarray:
-    """test = the official validation set; train/val = the training list minus/only its held-out part."""
-    if split == "test":
-        return np.nonzero(table.parts == "test")[0]
-    train = np.nonzero(table.parts == "train")[0]
-    held = holdout_mask([table.sources[i] for i in train], config.val_fraction, config.seed)
-    return train[held] if split == "val" else train[~held]
-
-
-def align(config: AffectNetConfig) -> AlignMode:
-    return config.align
-
-
-SOURCE = Source("affectnet", AffectNetConfig, scan, read, select, align, "AffectNet (8 expressions; both releases)")
-
-
-def build(config: AffectNetConfig, *, split: str, image_size: int, factors: dict[str, Factor]) -> FactorDataset:
-    """AffectNet's split (train, val = held-out train, test = official validation) with expression labels."""
-    return build_dataset(SOURCE, config, split=split, image_size=image_size, factors=factors)
-
-
-DATASET = ("affectnet", build, AffectNetConfig, SOURCE.description)
+build = SOURCE.build
+DATASET = SOURCE.registration()

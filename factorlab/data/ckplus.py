@@ -12,21 +12,16 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from factorlab.data.base import FactorDataset
 from factorlab.data.records import (
-    AlignMode,
     Problems,
     Sample,
     Scan,
     Source,
     SourceConfig,
     Table,
-    build_dataset,
     check_image_file,
-    read_image,
     require_dir,
 )
-from factorlab.factors import Factor
 
 #: CK+ emotion code -> canonical expression class name.
 EMOTIONS = {0: "neutral", 1: "anger", 2: "contempt", 3: "disgust", 4: "fear", 5: "happy", 6: "sad", 7: "surprise"}
@@ -106,11 +101,6 @@ def emotion_code(text: str, where: str, problems: Problems) -> int | None:
     return int(value)
 
 
-def read(config: CKPlusConfig, sample: Sample) -> np.ndarray:
-    """The full frame (grayscale frames come back as RGB)."""
-    return read_image(config.root / sample.source, sample.where)
-
-
 def subject_folds(subjects: list[str], folds: int, seed: int) -> dict[str, int]:
     """Deal the sorted subjects, shuffled by `seed`, round-robin into `folds` folds."""
     order = np.random.default_rng(seed).permutation(len(subjects))
@@ -129,18 +119,7 @@ def select(config: CKPlusConfig, table: Table, split: str) -> np.ndarray:
     return np.nonzero((folds != test) & (folds != val))[0]
 
 
-def align(config: CKPlusConfig) -> AlignMode:
-    return config.align
+SOURCE = Source("ckplus", CKPlusConfig, scan, "CK+ (expression + identity; subject-independent folds)", select=select)
 
-
-SOURCE = Source(
-    "ckplus", CKPlusConfig, scan, read, select, align, "CK+ (expression + identity; subject-independent folds)"
-)
-
-
-def build(config: CKPlusConfig, *, split: str, image_size: int, factors: dict[str, Factor]) -> FactorDataset:
-    """CK+'s split (subject-independent folds) with expression and identity (subject) labels."""
-    return build_dataset(SOURCE, config, split=split, image_size=image_size, factors=factors)
-
-
-DATASET = ("ckplus", build, CKPlusConfig, SOURCE.description)
+build = SOURCE.build
+DATASET = SOURCE.registration()

@@ -10,7 +10,6 @@ import csv
 import numpy as np
 from pydantic import Field
 
-from factorlab.data.base import FactorDataset
 from factorlab.data.records import (
     AlignMode,
     Problems,
@@ -19,12 +18,10 @@ from factorlab.data.records import (
     Source,
     SourceConfig,
     Table,
-    build_dataset,
     require_dir,
     require_file,
 )
 from factorlab.errors import DataError
-from factorlab.factors import Factor
 
 #: FER2013 emotion id -> canonical expression class name (FER2013 has no contempt).
 EMOTIONS = {0: "anger", 1: "disgust", 2: "fear", 3: "happy", 4: "sad", 5: "surprise", 6: "neutral"}
@@ -98,12 +95,9 @@ def align(config: FER2013Config) -> AlignMode:
     return "none"  # FER2013 faces are already registered 48x48 crops
 
 
-SOURCE = Source("fer2013", FER2013Config, scan, read, select, align, "FER2013 (7 expressions, 48x48 grayscale)")
+SOURCE = Source(
+    "fer2013", FER2013Config, scan, "FER2013 (7 expressions, 48x48 grayscale)", read=read, select=select, align=align
+)
 
-
-def build(config: FER2013Config, *, split: str, image_size: int, factors: dict[str, Factor]) -> FactorDataset:
-    """FER2013's split (Training / PublicTest / PrivateTest) with expression labels."""
-    return build_dataset(SOURCE, config, split=split, image_size=image_size, factors=factors)
-
-
-DATASET = ("fer2013", build, FER2013Config, SOURCE.description)
+build = SOURCE.build
+DATASET = SOURCE.registration()

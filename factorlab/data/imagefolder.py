@@ -13,24 +13,19 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from factorlab.data.base import FactorDataset
 from factorlab.data.records import (
     SPLITS,
-    AlignMode,
     Problems,
     Sample,
     Scan,
     Source,
     SourceConfig,
     Table,
-    build_dataset,
     check_image_file,
     holdout_mask,
-    read_image,
     require_dir,
 )
 from factorlab.errors import DataError
-from factorlab.factors import Factor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -91,11 +86,6 @@ def scan(config: ImageFolderConfig) -> Scan:
     return Scan(samples, {config.factor: classes}, problems.skipped, dropped)
 
 
-def read(config: ImageFolderConfig, sample: Sample) -> np.ndarray:
-    """The image of a sample."""
-    return read_image(config.root / sample.source, sample.where)
-
-
 def select(config: ImageFolderConfig, table: Table, split: str) -> np.ndarray:
     """The split's folder, or a seeded hash hold-out (test first, then val) when there are no split folders."""
     if (table.parts != "").any():
@@ -106,18 +96,9 @@ def select(config: ImageFolderConfig, table: Table, split: str) -> np.ndarray:
     return np.nonzero(chosen)[0]
 
 
-def align(config: ImageFolderConfig) -> AlignMode:
-    return config.align
-
-
 SOURCE = Source(
-    "imagefolder", ImageFolderConfig, scan, read, select, align, "any root/<class>/<image> tree (CASIA-WebFace too)"
+    "imagefolder", ImageFolderConfig, scan, "any root/<class>/<image> tree (CASIA-WebFace too)", select=select
 )
 
-
-def build(config: ImageFolderConfig, *, split: str, image_size: int, factors: dict[str, Factor]) -> FactorDataset:
-    """An image-folder split, labelling `config.factor` by folder name."""
-    return build_dataset(SOURCE, config, split=split, image_size=image_size, factors=factors)
-
-
-DATASET = ("imagefolder", build, ImageFolderConfig, SOURCE.description)
+build = SOURCE.build
+DATASET = SOURCE.registration()

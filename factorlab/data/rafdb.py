@@ -7,26 +7,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
-from factorlab.data.base import FactorDataset
 from factorlab.data.records import (
-    AlignMode,
     Problems,
     Sample,
     Scan,
     Source,
     SourceConfig,
-    Table,
-    build_dataset,
     check_image_file,
-    holdout_mask,
-    read_image,
     require_dir,
     require_file,
 )
-from factorlab.factors import Factor
 
 #: RAF-DB basic label (1-based) -> canonical expression class name (RAF-DB has no contempt).
 EMOTIONS = {1: "surprise", 2: "fear", 3: "disgust", 4: "happy", 5: "sad", 6: "anger", 7: "neutral"}
@@ -87,30 +79,7 @@ def scan(config: RAFDBConfig) -> Scan:
     return Scan(samples, {"expression": [EMOTIONS[k] for k in sorted(EMOTIONS)]}, problems.skipped)
 
 
-def read(config: RAFDBConfig, sample: Sample) -> np.ndarray:
-    """The image of a sample."""
-    return read_image(config.root / sample.source, sample.where)
+SOURCE = Source("rafdb", RAFDBConfig, scan, "RAF-DB basic (7 expressions)")
 
-
-def select(config: RAFDBConfig, table: Table, split: str) -> np.ndarray:
-    """test = the test_ images; train/val = the train_ images minus/only the held-out part."""
-    if split == "test":
-        return np.nonzero(table.parts == "test")[0]
-    train = np.nonzero(table.parts == "train")[0]
-    held = holdout_mask([table.sources[i] for i in train], config.val_fraction, config.seed)
-    return train[held] if split == "val" else train[~held]
-
-
-def align(config: RAFDBConfig) -> AlignMode:
-    return config.align
-
-
-SOURCE = Source("rafdb", RAFDBConfig, scan, read, select, align, "RAF-DB basic (7 expressions)")
-
-
-def build(config: RAFDBConfig, *, split: str, image_size: int, factors: dict[str, Factor]) -> FactorDataset:
-    """RAF-DB's split with expression labels."""
-    return build_dataset(SOURCE, config, split=split, image_size=image_size, factors=factors)
-
-
-DATASET = ("rafdb", build, RAFDBConfig, SOURCE.description)
+build = SOURCE.build
+DATASET = SOURCE.registration()

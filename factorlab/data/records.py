@@ -118,6 +118,25 @@ class Table:
         return len(self.sources)
 
 
+def read_from_root(config: Any, sample: Sample) -> np.ndarray:
+    """The sample's image file under the data set's root (the default `Source.read`)."""
+    return read_image(config.root / sample.source, sample.where)
+
+
+def select_with_holdout(config: Any, table: Table, split: str) -> np.ndarray:
+    """test = the official test part; train/val = the train part minus/only its seeded held-out fraction."""
+    if split == "test":
+        return np.nonzero(table.parts == "test")[0]
+    train = np.nonzero(table.parts == "train")[0]
+    held = holdout_mask([table.sources[i] for i in train], config.val_fraction, config.seed)
+    return train[held] if split == "val" else train[~held]
+
+
+def align_from_config(config: Any) -> AlignMode:
+    """The crop mode the config asks for (the default `Source.align`)."""
+    return config.align
+
+
 @dataclass(frozen=True)
 class Source:
     """A real data set: how to list it, read one raw image, and select a split."""
@@ -125,10 +144,18 @@ class Source:
     name: str
     config: type[SourceConfig]
     scan: Callable[[Any], Scan]
-    read: Callable[[Any, Sample], np.ndarray]  # raw RGB uint8 (H, W, 3), before cropping
-    select: Callable[[Any, Table, str], np.ndarray]  # indices into the table
-    align: Callable[[Any], AlignMode]  # how faces are cropped under this config
     description: str
+    read: Callable[[Any, Sample], np.ndarray] = read_from_root  # raw RGB uint8 (H, W, 3), before cropping
+    select: Callable[[Any, Table, str], np.ndarray] = select_with_holdout  # indices into the table
+    align: Callable[[Any], AlignMode] = align_from_config  # how faces are cropped under this config
+
+    def build(self, config: SourceConfig, *, split: str, image_size: int, factors: dict[str, Factor]) -> RecordDataset:
+        """The registered data-set factory: the split of this data set under `config`."""
+        return build_dataset(self, config, split=split, image_size=image_size, factors=factors)
+
+    def registration(self) -> tuple:
+        """(name, factory, config model, description), as `factorlab_register_datasets` takes them."""
+        return (self.name, self.build, self.config, self.description)
 
 
 # ---------------------------------------------------------------------------------------------- reading

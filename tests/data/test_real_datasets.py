@@ -74,7 +74,7 @@ def test_every_mapping_lands_on_the_expression_plugins_canonical_names():
 def test_every_module_exposes_its_registration_tuple():
     for module in MODULES:
         name, build, config, description = module.DATASET
-        assert name == module.SOURCE.name and build is module.build and description
+        assert name == module.SOURCE.name and build == module.build and description
         assert config.model_config["extra"] == "forbid"
         assert {"root", "cache", "on_error"} <= set(config.model_fields)
         assert all(field.description for field in config.model_fields.values()), name
