@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
                 [python, "-m", "factorlab", "run", *quickstart, "--out", out],
             ),
         ]
-        for model in ("paper160", "paper112"):
+        for model in ("paper160",) if args.smoke else ("paper160", "paper112"):
             for impl in ("factorlab", "plain"):
                 what = f"{model} step x{args.steps}, batch {batch}, {impl}"
                 rows.append((what, [*child, "--child", model, impl]))

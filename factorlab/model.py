@@ -163,23 +163,21 @@ def build_model(recipe, classes: dict[str, list[str]] | None = None) -> Disentan
             branches[name] = branch
     encoder.train(was_training)
 
-    def flat(code: str) -> int:
-        return math.prod(code_shapes[code])
+    def classifiers(kind: str, sections) -> tuple[dict[str, nn.Module], list[Link]]:
+        """Heads or adversaries: one classifier of `factor` on the flattened `code` per section."""
+        modules, links = {}, []
+        for section in sections:
+            link = Link(section.factor, section.code)
+            modules[link.key] = host.get(kind, section.type).factory(
+                section.options,
+                in_features=math.prod(code_shapes[section.code]),
+                num_classes=len(classes[section.factor]),
+            )
+            links.append(link)
+        return modules, links
 
-    heads, head_links = {}, []
-    for section in recipe.heads:
-        link = Link(section.factor, section.code)
-        heads[link.key] = host.get("heads", section.type).factory(
-            section.options, in_features=flat(section.code), num_classes=len(classes[section.factor])
-        )
-        head_links.append(link)
-    adversaries, adversary_links = {}, []
-    for section in recipe.adversaries:
-        link = Link(section.factor, section.code)
-        adversaries[link.key] = host.get("adversaries", section.type).factory(
-            section.options, in_features=flat(section.code), num_classes=len(classes[section.factor])
-        )
-        adversary_links.append(link)
+    heads, head_links = classifiers("heads", recipe.heads)
+    adversaries, adversary_links = classifiers("adversaries", recipe.adversaries)
     decoder = None
     if recipe.uses_decoder:
         with torch.no_grad():

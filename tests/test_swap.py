@@ -203,6 +203,16 @@ def test_random_pairs_differ_in_every_factor() -> None:
         swap.random_pairs({"identity": np.zeros(20, dtype=int)}, 5)
 
 
+def test_judge_blur_keeps_flat_images_and_never_sharpens() -> None:
+    flat = torch.full((8, 3, 16, 16), 0.3)
+    torch.testing.assert_close(swap._random_blur(flat, torch.Generator().manual_seed(0)), flat)
+    checker = ((torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2).float().expand(8, 3, 16, 16)
+    blurred = swap._random_blur(checker, torch.Generator().manual_seed(0))
+    spread = blurred.flatten(1).std(dim=1)
+    assert (spread <= checker.flatten(1).std(dim=1) + 1e-6).all() and (spread < 0.4).any()
+    assert blurred.min() >= 0 and blurred.max() <= 1
+
+
 def test_score_swaps_compares_every_answer_with_the_rendered_truth(tiny) -> None:
     _, model, dataset = tiny
     result = swap.score_swaps(model, dataset, ("exp",), pairs=6, judge_epochs=2)

@@ -1,0 +1,121 @@
+"""The benchmarks run (`--smoke`: tiny sizes, a couple of steps, real subprocesses) and measure what they claim.
+
+Nothing here is timed: the figures themselves are measured by hand (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+
+
+def _load(name: str):
+    """Import a benchmark script as a module (the scripts import each other from their own folder)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return importlib.import_module(name)
+
+
+def _run(*args: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def _rows(table: str, first: str) -> list[list[str]]:
+    """Cells of the Markdown table rows whose first cell starts with `first`."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines() if line.startswith("|")]
+    return [row for row in rows if row[0].startswith(first)]
+
+
+def _number(cell: str) -> float:
+    return float(re.sub(r"[*,]", "", cell.split()[0]))
+
+
+@pytest.mark.parametrize("model", ["quickstart", "paper160"])
+def test_plain_loop_computes_the_same_update_as_the_trainer(model: str) -> None:
+    # The A/B comparison is only fair if the hand-written loop does the same work: same loss, same new weights.
+    train_step = _load("train_step")
+    torch.set_num_threads(1)
+    a = train_step.make_setup(model, smoke=True, pool=1)
+    b = train_step.make_setup(model, smoke=True, pool=1)
+    for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    images, labels = a.batches[0]
+    loss_a = train_step.factorlab_step(a, images, labels)
+    loss_b = train_step.plain_step(b, images, labels)
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-6)
+    moved = 0
+    for (name, pa), pb, before in zip(
+        a.model.named_parameters(), b.model.parameters(), train_step.make_setup(model, smoke=True).model.parameters()
+    ):
+        torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-6, msg=name)
+        moved += not torch.equal(pa, before)
+    assert moved == len(list(a.model.parameters()))  # every parameter took a step in both
+
+
+def test_train_step_smoke_prints_the_ab_table() -> None:
+    out = _run("benchmarks/train_step.py", "step", "--smoke", "--models", "quickstart", "paper160")
+    for model in ("quickstart", "paper160"):
+        (row,) = _rows(out, model)
+        factorlab, plain = _number(row[3]), _number(row[4])
+        low, median, high = (_number(x) for x in row[5].split("/"))
+        assert factorlab > 0 and plain > 0
+        assert 0 < low <= median <= high
+
+
+def test_data_smoke_compares_loader_and_step() -> None:
+    out = _run("benchmarks/train_step.py", "data", "--smoke")
+    (row,) = _rows(out, "32x32")
+    loader, augmented, step = _number(row[3]), _number(row[4]), _number(row[5])
+    assert loader > 0 and augmented > 0 and step > 0
+    assert _number(row[6]) == pytest.approx(step / augmented, rel=0.01, abs=0.001)
+
+
+def test_memory_smoke_measures_each_child() -> None:
+    out = _run("benchmarks/memory.py", "--smoke")
+    (floor,) = _rows(out, "import torch")
+    (run,) = _rows(out, "quickstart run")
+    steps = _rows(out, "paper160 step")
+    assert len(steps) == 2  # factorlab and plain
+    assert "factorlab run recipes/quickstart.toml" in run[2]
+    # building a model and training on top of the same imports needs more memory than the imports alone
+    for row in [run, *steps]:
+        assert _number(row[1]) > _number(floor[1]) > 50
+
+
+def test_gpu_smoke_runs_every_option_on_the_cpu() -> None:
+    out = _run("benchmarks/gpu.py", "--smoke")
+    gflops = float(re.search(r"training GFLOP/image = 3 x ([\d.]+)", out).group(1))
+    assert gflops > 0
+    for option in ("fp32", "bf16", "bf16+channels_last"):
+        (row,) = [r for r in _rows(out, option) if r[0] == option]
+        assert _number(row[1]) > 0
+
+
+def test_gpu_peak_table_matches_device_names() -> None:
+    gpu = _load("gpu")
+    assert gpu.gpu_peaks("NVIDIA H100 80GB HBM3") == gpu.PEAKS["H100"]
+    assert gpu.gpu_peaks("NVIDIA H100 PCIe") == gpu.PEAKS["H100 PCIe"]
+    assert gpu.gpu_peaks("NVIDIA H100 NVL") == gpu.PEAKS["H100 NVL"]
+    assert gpu.gpu_peaks("NVIDIA H200") == gpu.PEAKS["H200"]
+    assert gpu.gpu_peaks("NVIDIA GeForce RTX 4090") is None
+
+
+def test_forward_gflops_counts_a_convolution() -> None:
+    gpu = _load("gpu")
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    images = torch.zeros(4, 3, 16, 16)
+    # 2 FLOPs per multiply-add: out channels x in channels x kernel area x output pixels, per image
+    assert gpu.forward_gflops(conv, images) == pytest.approx(2 * 8 * 3 * 9 * 16 * 16 / 1e9)
