@@ -7,6 +7,8 @@ from pathlib import Path
 
 import matplotlib
 
+from factorlab.files import atomic_write
+
 matplotlib.use("Agg")  # headless: runs on servers and in CI without a display
 
 import matplotlib.pyplot as plt  # noqa: E402
@@ -19,13 +21,10 @@ MAX_ANNOTATED_CLASSES = 20
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
-    plt.close(fig)
-    tmp.replace(path)  # atomic: a reader never sees half a PNG
-    return path
+    try:
+        return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png"))
+    finally:
+        plt.close(fig)
 
 
 def plot_training_curves(records: Iterable[Mapping], path: Path, *, metrics: Sequence[str] | None = None) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from factorlab.errors import FactorlabError
+from factorlab.files import atomic_write_text
 
 
 @dataclass
@@ -83,12 +84,6 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 # ---------------------------------------------------------------------------------------------
 # report.md and report.html
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)  # a reader never sees half a report
 
 
 def _image_path(rundir: Path, image: Image) -> Path:
@@ -164,8 +159,8 @@ def write_report(rundir: Path, sections: Sequence[Section], *, title: str = "fac
     rundir = Path(rundir)
     rundir.mkdir(parents=True, exist_ok=True)
     md_path, html_path = rundir / "report.md", rundir / "report.html"
-    _atomic_write(md_path, _markdown(rundir, title, sections))
-    _atomic_write(html_path, _html(rundir, title, sections))
+    atomic_write_text(md_path, _markdown(rundir, title, sections))
+    atomic_write_text(html_path, _html(rundir, title, sections))
     return md_path, html_path
 
 

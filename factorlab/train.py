@@ -29,6 +29,7 @@ from factorlab import losses
 from factorlab.data.loading import build_dataset, eval_loader, make_loader, to_device
 from factorlab.data.sampling import FaceAugment, epoch_order
 from factorlab.errors import FactorlabError
+from factorlab.files import atomic_write, atomic_write_text
 from factorlab.model import Disentangler, build_model, resolve_factors
 from factorlab.recipe import Recipe, load_recipe
 
@@ -317,21 +318,6 @@ def _finish(sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
 # Checkpoints and run folders
 
 
-def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a checkpoint is never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to a temporary file, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _rng_state() -> dict:
     # numpy's global generator is not used (epoch order has its own seeded generator) and its state
     # would need unpickling of numpy objects: checkpoints load with weights_only=True.
@@ -347,6 +333,10 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_checkpoint(obj, path: Path) -> None:
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -512,7 +502,7 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
             }
             if score > best:
                 best = score
-                atomic_save(
+                _save_checkpoint(
                     {
                         "model": state["trainer"]["model"],
                         "epoch": epoch,
@@ -522,7 +512,7 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
                     },
                     rundir / CHECKPOINTS / "best.pt",
                 )
-            atomic_save(state, rundir / CHECKPOINTS / "last.pt")
+            _save_checkpoint(state, rundir / CHECKPOINTS / "last.pt")
             reporter.end_epoch(epoch, train_metrics, val_metrics)
         if dist_info.active:
             dist.barrier()

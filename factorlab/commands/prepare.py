@@ -25,9 +25,10 @@ from pydantic import ValidationError
 
 from factorlab.data import affectnet, ckplus, fer2013, imagefolder, rafdb
 from factorlab.data.align import FaceCropper
-from factorlab.data.cache import FORMAT, read_json, save_array, shard_name, write_atomic, write_json
+from factorlab.data.cache import FORMAT, read_json, save_array, shard_name, write_json
 from factorlab.data.records import Sample, Scan, Skipped, Source, SourceConfig
 from factorlab.errors import DataError, RecipeError, UnknownNameError
+from factorlab.files import atomic_write_bytes
 
 #: The data sets `prepare` knows how to list and crop.
 SOURCES: dict[str, Source] = {m.SOURCE.name: m.SOURCE for m in (affectnet, ckplus, fer2013, rafdb, imagefolder)}
@@ -227,7 +228,7 @@ def finish(out: Path, plan: dict, scan: Scan, n_shards: int, seconds: float) -> 
         "skipped (file[:line]<TAB>reason):",
         *[f"{where}\t{reason}" for where, reason in skipped],
     ]
-    write_atomic(out / "report.txt", ("\n".join(lines) + "\n").encode())
+    atomic_write_bytes(out / "report.txt", ("\n".join(lines) + "\n").encode())
     index = {
         "format": FORMAT,
         "dataset": plan["dataset"],

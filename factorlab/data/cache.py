@@ -17,7 +17,6 @@ uninterrupted one because nothing in it depends on time or order of completion.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,35 +24,24 @@ import numpy as np
 
 from factorlab.data.records import Skipped, Table
 from factorlab.errors import DataError
+from factorlab.files import atomic_write, atomic_write_bytes
 
 FORMAT = 1
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename: readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_json(path: Path, data: Any) -> None:
     """Atomically write canonical JSON (sorted keys) so equal content gives equal bytes."""
-    write_atomic(path, (json.dumps(data, sort_keys=True, indent=1) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(data, sort_keys=True, indent=1) + "\n").encode())
 
 
 def save_array(path: Path, array: np.ndarray) -> None:
     """Atomically write a .npy file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a path
+            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+
+    atomic_write(path, write)
 
 
 def shard_name(k: int) -> str:
