@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=160, help="image side")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per option")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per option (torch.compile runs here)")
-    parser.add_argument("--options", nargs="+", choices=list(OPTIONS), default=None, help="default: all (--smoke: no compile)")
+    parser.add_argument(
+        "--options", nargs="+", choices=list(OPTIONS), default=None, help="default: all (--smoke: no compile)"
+    )
     parser.add_argument("--peak-bf16", type=float, default=None, help="dense bf16 peak TFLOP/s (default: PEAKS)")
     parser.add_argument("--peak-tf32", type=float, default=None, help="dense tf32 peak TFLOP/s (default: PEAKS)")
     parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")

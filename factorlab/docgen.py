@@ -8,6 +8,9 @@ A test checks that the committed page equals this output.
 from __future__ import annotations
 
 import sys
+import types
+import typing
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -17,16 +20,27 @@ from factorlab import recipe as r
 
 
 def _type(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) or str(annotation)
-    return text.replace("typing.", "").replace("pathlib.", "").replace("|", "or").replace("Literal", "one of ")
+    """A readable type: `one of "a", "b"` for literals, `int or None` for unions, names otherwise."""
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(f"`{a!r}`".replace("'", '"') for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type(a) for a in args)
+    if args:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type(a) for a in args)}]"
+    return "None" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
 
 
 def _default(field) -> str:
     if field.default is not PydanticUndefined:
         value = field.default
-        return "`" + (repr(value) if not isinstance(value, str) else f'"{value}"') + "`"
+        if isinstance(value, (str, Path)):
+            return f'`"{value}"`'
+        return f"`{value!r}`"
     if field.default_factory is not None:
-        return "(table)"
+        value = field.default_factory()
+        return "(table)" if isinstance(value, BaseModel) else f"`{value!r}`"
     return "**required**"
 
 

@@ -35,7 +35,9 @@ def _run(*args: str) -> str:
 
 def _rows(table: str, first: str) -> list[list[str]]:
     """Cells of the Markdown table rows whose first cell starts with `first`."""
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines() if line.startswith("|")]
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines() if line.startswith("|")
+    ]
     return [row for row in rows if row[0].startswith(first)]
 
 
