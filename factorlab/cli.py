@@ -76,6 +76,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
+    except Exception as exc:  # a bug, or bad input that no check caught yet: still no wall of traceback
+        if debug:
+            raise
+        err_console.print(
+            Text.assemble(
+                ("error: ", "bold red"),
+                f"unexpected {type(exc).__name__}: {exc}\n",
+                "This is not a known user error. Rerun with --debug to see the traceback, and please report it.",
+            ),
+            soft_wrap=True,
+        )
+        return 1
 
 
 def entry() -> None:
