@@ -260,7 +260,7 @@ def parse_recipe(text: str, overrides: list[str] | tuple[str, ...] = (), *, sour
         key, value = parse_override(override)
         apply_override(data, key, value, override)
         origins[key] = override
-    context = _Context(where, text, origins)
+    context = ErrorContext(where, text, origins)
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
@@ -319,11 +319,11 @@ def apply_override(data: dict[str, Any], key: tuple[str | int, ...], value: Any,
 # Second pass: the parts
 
 
-def resolve_parts(recipe: Recipe, context: _Context | None = None) -> None:
+def resolve_parts(recipe: Recipe, context: ErrorContext | None = None) -> None:
     """Look every part up in its registry and validate its own keys against its config model."""
     from factorlab.plugins import get_host
 
-    context = context or _Context(str(recipe.source or "<recipe>"), "", {})
+    context = context or ErrorContext(str(recipe.source or "<recipe>"), "", {})
     host = get_host()
     errors: list[str] = []
 
@@ -395,14 +395,14 @@ def resolve_parts(recipe: Recipe, context: _Context | None = None) -> None:
 # Errors for people
 
 
-class _Context:
+class ErrorContext:
     """Where recipe values came from: the file (and its text, to find lines) and the overrides."""
 
-    def __init__(self, where: str, text: str, origins: dict[tuple, str]) -> None:
-        self.where, self.lines, self.origins = where, text.splitlines(), origins
+    def __init__(self, where: str, text: str, origins: dict[tuple, str], title: str = "invalid recipe") -> None:
+        self.where, self.lines, self.origins, self.title = where, text.splitlines(), origins, title
 
     def header(self) -> str:
-        return f"invalid recipe {self.where}:\n"
+        return f"{self.title} {self.where}:\n"
 
     def line(self, loc: tuple, message: str) -> str:
         key = ".".join(str(p) for p in loc)
@@ -410,7 +410,7 @@ class _Context:
             if tuple(loc[: len(origin_key)]) == origin_key or origin_key[: len(loc)] == tuple(loc):
                 return f"{key}: {message} (from the command-line override {override!r})"
         lineno = _find_line(self.lines, loc)
-        at = f"{self.where}:{lineno}: " if lineno else f"{self.where}: "
+        at = f"{self.where}:{lineno}: " if lineno else (f"{self.where}: " if self.lines else "")
         return f"{at}{key}: {message}"
 
     def error_lines(self, exc: ValidationError, prefix: tuple = ()) -> list[str]:

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from pydantic import ValidationError
 
 from factorlab.errors import FactorlabError, RecipeError
+from factorlab.recipe import ErrorContext, parse_override
 
 
 def image_grid(images: list[np.ndarray], columns: int, pad: int = 2) -> np.ndarray:
@@ -27,17 +29,19 @@ def image_grid(images: list[np.ndarray], columns: int, pad: int = 2) -> np.ndarr
 def preview_dataset(name: str, options: list[str], *, image_size: int, out: Path) -> Path:
     """Write a preview PNG of data set `name` configured by `key=value` options; returns the path."""
     from factorlab.plugins import get_host
-    from factorlab.recipe import parse_override
 
     entry = get_host().get("datasets", name)
     values: dict = {}
+    origins: dict[tuple, str] = {}
     for option in options:
         key, value = parse_override(option)
         values[".".join(map(str, key))] = value
+        origins[key] = option
     try:
         config = entry.config.model_validate(values)
-    except Exception as exc:
-        raise RecipeError(f"data set {name!r} options: {exc}") from None
+    except ValidationError as exc:
+        context = ErrorContext(repr(name), "", origins, title="invalid options of data set")
+        raise RecipeError(context.header() + "\n".join(f"  {line}" for line in context.error_lines(exc))) from None
     # A data set module may offer its own `preview_grid` (SynthFaces: identities x expressions).
     preview = getattr(importlib.import_module(entry.factory.__module__), "preview_grid", None)
     if preview is not None:
