@@ -62,6 +62,7 @@ def _error(text: str, overrides=(), tmp_path: Path | None = None) -> str:
 
 
 BASE = QUICKSTART.read_text()
+EPOCHS = next(line for line in BASE.splitlines() if line.startswith("epochs = "))
 
 
 def test_toml_syntax_error_gives_file_line_and_column() -> None:
@@ -70,7 +71,7 @@ def test_toml_syntax_error_gives_file_line_and_column() -> None:
 
 
 def test_unknown_key_names_section_key_and_line() -> None:
-    text = BASE.replace("epochs = 4", "epochs = 4\nepoch = 5")
+    text = BASE.replace(EPOCHS, f"{EPOCHS}\nepoch = 5")
     line = text.splitlines().index("epoch = 5") + 1
     message = _error(text)
     assert f"r.toml:{line}: run.epoch: unknown key" in message
@@ -82,7 +83,7 @@ def test_unknown_section() -> None:
 
 
 def test_wrong_type_names_the_key() -> None:
-    message = _error(BASE.replace("epochs = 4", 'epochs = "four"'))
+    message = _error(BASE.replace(EPOCHS, 'epochs = "four"'))
     assert "run.epochs: Input should be a valid integer" in message
 
 
