@@ -195,15 +195,14 @@ def evaluate_run(
     rundir = Path(rundir)
     summary = load_summary(rundir)  # a clear error for a missing or unfinished run
     recipe, model = load_run(rundir, checkpoint)
-    model.to(resolve_device(device))
+    on = resolve_device(device)
+    model.to(on)
     plot_dir = rundir / PLOTS
 
     log("encoding the train and the evaluated split")
     datasets = {name: build_dataset(recipe, name, model.factors) for name in ("train", split)}
-    train = encode_split(
-        model, datasets["train"], "train", max_samples=max_samples, seed=seed, device=model_device(model)
-    )
-    test = encode_split(model, datasets[split], split, max_samples=max_samples, seed=seed, device=model_device(model))
+    train = encode_split(model, datasets["train"], "train", max_samples=max_samples, seed=seed, device=on)
+    test = encode_split(model, datasets[split], split, max_samples=max_samples, seed=seed, device=on)
     owner = owners(model)
     result: dict = {
         "name": summary.get("name", recipe.run.name),
@@ -290,7 +289,7 @@ def evaluate_run(
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
     tmp.replace(path)
-    report.write_report(rundir, report_sections(result, rundir, tsne=tsne, curves=bool(records)),
+    report.write_report(rundir, report_sections(result, tsne=tsne, curves=bool(records)),
                         title=f"factorlab report: {result['name']}")  # fmt: skip
     return result
 
@@ -347,7 +346,7 @@ def similarity_summary_table(result: dict) -> report.Table:
                          "gap"], rows, "Mean cosine similarity of codes over controlled pairs")  # fmt: skip
 
 
-def report_sections(result: dict, rundir: Path, *, tsne: bool = False, curves: bool = True) -> list[report.Section]:
+def report_sections(result: dict, *, tsne: bool = False, curves: bool = True) -> list[report.Section]:
     """The sections of report.md / report.html from an `evaluate_run` result."""
     split, n = result["split"], result["n"]
     sections = [

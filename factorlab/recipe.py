@@ -119,6 +119,9 @@ class HeadSection(PartSection):
     factor: str = Field(description="The factor this head predicts.")
     code: str = Field(description="The code it reads.")
     type: str = Field("linear", description="A registered head, e.g. 'linear' (the paper's C_exp), 'mlp'.")
+    weight: float = Field(
+        1.0, ge=0.0, description="Multiplies this head's loss (on top of loss.beta_cls); 0 turns it off."
+    )
 
 
 class AdversarySection(PartSection):
@@ -127,6 +130,12 @@ class AdversarySection(PartSection):
     factor: str = Field(description="The factor that must NOT be readable from the code.")
     code: str = Field(description="The code the adversary reads.")
     type: str = Field("uniform", description="'uniform' (the paper, eq. 2) or 'grl' (gradient reversal).")
+    weight: float = Field(
+        1.0,
+        ge=0.0,
+        description="Multiplies this adversary's encoder loss (on top of loss.beta_adv); 0 leaves the adversary "
+        "as a pure probe that is still trained but never pushes the encoder (e.g. adversaries.1.weight=0).",
+    )
 
 
 class DecoderSection(PartSection):

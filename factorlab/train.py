@@ -209,19 +209,19 @@ class Trainer:
         progress = min(1.0, self.step_count / max(1, self.total_steps))
         stats: dict[str, torch.Tensor] = {}
         total = images.new_zeros((), dtype=torch.float32)
-        for link in model.net.head_links:
+        for link, section in zip(model.net.head_links, recipe.heads, strict=True):
             loss = self.classification(out["logits"][link.key], labels[link.factor])
             stats[f"head/{link.factor}/{link.code}/loss"] = loss.detach()
             stats[f"head/{link.factor}/{link.code}/correct"] = _correct(out["logits"][link.key], labels[link.factor])
-            total = total + recipe.loss.beta_cls * loss
+            total = total + recipe.loss.beta_cls * section.weight * loss
         model.adversaries.requires_grad_(False)
         try:
-            for link in links:
+            for link, section in zip(links, recipe.adversaries, strict=True):
                 adversary = model.adversaries.adversaries[link.key]
                 with autocast(self.device, recipe.run.precision):
                     loss = adversary.encoder_loss(codes[link.code].flatten(1), labels[link.factor], progress)
                 stats[f"encoder_adv/{link.factor}/{link.code}/loss"] = loss.detach()
-                total = total + recipe.loss.beta_adv * loss
+                total = total + recipe.loss.beta_adv * section.weight * loss
             if self.reconstruction is not None:
                 loss = self.reconstruction(images, out["reconstruction"].float())
                 stats["reconstruction/loss"] = loss.detach()

@@ -200,3 +200,12 @@ def test_two_process_ddp_matches_single_process(tmp_path: Path) -> None:
     for key in a:
         if a[key].dtype.is_floating_point:
             torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-4, msg=key)
+
+
+def test_adversary_weight_zero_leaves_the_encoder_alone() -> None:
+    # beta_cls = 0 and the only adversary weighted 0: the main step has nothing to push the encoder with.
+    trainer, (images, labels) = _setup(["loss.beta_cls=0", "adversaries.0.weight=0"])
+    out = trainer.net(images)
+    before = _snapshot(trainer.model.net.branches)
+    trainer.main_step(images, out, labels)
+    assert _changed(before, trainer.model.net.branches) == set()
