@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import sys
 import time
 import warnings
@@ -72,7 +73,9 @@ def host_syncs(setup, steps: int = 1) -> int | None:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            time_steps(factorlab_step, setup, 0, steps)
+            for i in range(steps):  # not time_steps: its explicit synchronize is not the step's
+                images, labels = setup.batches[i % len(setup.batches)]
+                factorlab_step(setup, images, labels)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     return sum("synchroniz" in str(w.message) for w in caught)
@@ -81,6 +84,7 @@ def host_syncs(setup, steps: int = 1) -> int | None:
 def bench_option(option: str, args: argparse.Namespace, device: str) -> dict:
     """Build a fresh model with `option`'s [run] settings; warm up (compiles), then time `args.steps` steps."""
     if device == "cuda":
+        gc.collect()  # the previous option's model and optimiser state
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     setup = make_setup(
@@ -145,7 +149,11 @@ def main(argv: list[str] | None = None) -> None:
     print("| option | images/s | TFLOP/s | fraction of peak | warm-up s | host syncs/step | GPU memory GiB |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for option in args.options:
-        row = bench_option(option, args, device)
+        try:
+            row = bench_option(option, args, device)
+        except torch.cuda.OutOfMemoryError:
+            print(f"| {option} | out of memory at batch {args.batch}: pass a smaller --batch | | | | | |", flush=True)
+            continue
         achieved = row["rate"] * train_gflops / 1e3
         peak = bf16_peak if option.startswith("bf16") else tf32_peak
         fraction = f"{achieved / peak:.1%}" if peak else "n/a"

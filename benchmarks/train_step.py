@@ -1,15 +1,16 @@
 """factorlab's training step against the loop a researcher would write by hand, and the data loader against the step.
 
     OMP_NUM_THREADS=2 python benchmarks/train_step.py step                  # quickstart, paper 160, paper 112
-    OMP_NUM_THREADS=2 python benchmarks/train_step.py step --models paper160 --repeats 9
+    OMP_NUM_THREADS=2 python benchmarks/train_step.py step --models paper160 --repeats 9 --steps 1
     OMP_NUM_THREADS=2 python benchmarks/train_step.py data                  # cached loader vs step
     python benchmarks/train_step.py step --smoke                            # tiny sizes, a couple of steps (CI)
 
 `step`: A = `Trainer.step` (adversary step on the detached codes + main step), B = `plain_step` below, over the
-very same modules, optimisers and batches. The two alternate in one process (ABAB..., then BABA... on the next
+very same modules, optimisers and batches. The two alternate in one process (A then B, then B then A on the next
 repeat, so neither always runs first after the other warms the caches); each repeat times `--steps` steps of each
 and gives one ratio factorlab/plain in images/s. The table gives min/median/max of that ratio over the repeats.
-On a machine shared with other jobs the median of interleaved ratios is the figure to quote, not absolute rates.
+On a machine shared with other jobs the median of interleaved ratios is the figure to quote, not absolute rates;
+if its cores are oversubscribed, set OMP_WAIT_POLICY=PASSIVE (spinning OpenMP threads make 2 threads 2-4x slower).
 
 `data`: images/s of the SynthFaces cache through `make_loader` + `to_device`, and with `FaceAugment` on top,
 next to the images/s the training step consumes at that size. The loader must never be the bottleneck.
@@ -259,7 +260,7 @@ def cmd_data(args: argparse.Namespace) -> None:
     print(f"SynthFaces cache ({identities} identities x {per_identity} images), {torch.get_num_threads()} threads")
     print()
     print(
-        "| input | batch | loader workers | loader img/s | + FaceAugment img/s | step img/s (model) | step / loader+aug |"
+        "| input | batch | workers | loader img/s | + FaceAugment img/s | step img/s (model) | data time / step time |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as cache:
@@ -283,7 +284,7 @@ def cmd_data(args: argparse.Namespace) -> None:
                 augmented = loader_rate(dataset, batch, workers, augment, limit)
                 print(
                     f"| {size}x{size} | {batch} | {workers} | {plain:,.0f} | {augmented:,.0f} | "
-                    f"{step_rate:.1f} ({model_name}) | {step_rate / augmented:.3f} |",
+                    f"{step_rate:.1f} ({model_name}) | {step_rate / augmented:.1%} |",
                     flush=True,
                 )
 

@@ -57,10 +57,15 @@ class RunSection(Section):
         None, ge=1, description="Cap on training steps per epoch (smoke tests, quick looks); None = the whole split."
     )
     device: str = Field("auto", description='"auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:N".')
-    precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="Autocast precision of the forward passes; losses are computed in float32."
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="Autocast precision of the forward passes (losses are computed in float32); "
+        "'auto' = bf16 on a GPU, fp32 on the CPU.",
     )
-    channels_last: bool = Field(False, description="Use the channels_last memory format (faster convs on GPUs).")
+    channels_last: bool | Literal["auto"] = Field(
+        "auto",
+        description="Use the channels_last memory format; 'auto' = on a GPU (faster convs there), not on the CPU.",
+    )
     compile: bool = Field(False, description="torch.compile the model (GPU; slow to start on CPU).")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank.")
     log_every: int = Field(20, ge=1, description="Steps between progress/metric updates (host syncs happen only here).")

@@ -89,9 +89,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def resolve_auto(run, device: torch.device) -> None:
+    """Settle the 'auto' speed options of a [run] section for `device` (in place; the run folder records the result)."""
+    gpu = device.type == "cuda"
+    if run.precision == "auto":
+        run.precision = "bf16" if gpu and torch.cuda.is_bf16_supported() else "fp32"
+    if run.channels_last == "auto":
+        run.channels_last = gpu
+    if gpu:
+        torch.backends.cudnn.benchmark = True  # image sizes are fixed within a run
+
+
 def autocast(device: torch.device, precision: str):
     """The autocast context of the forward passes (a no-op in fp32)."""
-    if precision == "fp32":
+    if precision in ("fp32", "auto"):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -144,6 +155,7 @@ class Trainer:
         from factorlab.plugins import get_host
 
         recipe = self.recipe
+        resolve_auto(recipe.run, self.device)
         self.model.to(self.device)
         if recipe.run.channels_last:
             self.model.to(memory_format=torch.channels_last)
