@@ -73,11 +73,20 @@ def factorlab_register_datasets(register):
 @hookimpl
 def factorlab_register_commands(register):
     from factorlab.commands import core
+    from factorlab.commands.evaluate import compare_command, eval_command
     from factorlab.commands.prepare import add_prepare_command
     from factorlab.commands.weights import add_weights_command
 
     for name, factory, description in core.COMMANDS:
         register(name, factory, description=description)
+    register(
+        "eval",
+        eval_command,
+        description="evaluate a run: heads, leakage probes, similarity, MIG/DCI, plots; writes report.md/html",
+    )
+    register(
+        "compare", compare_command, description="one table across runs in the paper's Table 1/2 layout (+ leakage)"
+    )
     register("prepare", add_prepare_command, description="crop faces once into a uint8 cache (resumable)")
     register(
         "weights", add_weights_command, description="list and fetch pretrained encoder weights (offline CASIA-WebFace)"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import os
 import re
@@ -269,38 +268,3 @@ def compare_table(summaries: Sequence[Mapping], columns: Sequence[Column]) -> st
             row.append(pct(value) if is_accuracy else value)
         rows.append(row)
     return markdown_table([header for header, _ in columns], rows)
-
-
-def table1_columns(factor: str = "expression", code: str = "exp", split: str = "test") -> list[Column]:
-    """Paper Table 1: method | C_exp accuracy."""
-    return [("method", "name"), (f"C_{code} accuracy", f"splits.{split}.head/{factor}/{code}/accuracy")]
-
-
-def table2_columns(
-    factor: str = "expression",
-    code: str = "exp",
-    adversary_code: str = "non_exp",
-    beta_key: str = "recipe.loss.beta_rec",
-    split: str = "test",
-) -> list[Column]:
-    """Paper Table 2: beta_rec | C_exp | C_adv_exp."""
-    return [
-        ("beta_rec", beta_key),
-        (f"C_{code}", f"splits.{split}.head/{factor}/{code}/accuracy"),
-        (f"C_adv_{code}", f"splits.{split}.adversary/{factor}/{adversary_code}/accuracy"),
-    ]
-
-
-def read_summary(rundir: Path) -> dict:
-    """Read a run's summary.json, with an error that says how to produce it."""
-    path = Path(rundir) / "summary.json"
-    if not path.is_file():
-        raise FactorlabError(
-            f"{path} not found: is {rundir} a finished run folder? Run `factorlab eval {rundir}` first"
-        )
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise FactorlabError(
-            f"{path}, line {err.lineno}: not valid JSON ({err.msg}); delete it and rerun eval"
-        ) from err

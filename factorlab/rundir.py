@@ -49,4 +49,9 @@ def load_summary(rundir: Path) -> dict:
         raise FactorlabError(
             f"{rundir} has no summary.json: the run has not finished (resume it with factorlab run --resume {rundir})"
         )
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise FactorlabError(
+            f"{path}, line {err.lineno}: not valid JSON ({err.msg}); rerun or resume the run to rewrite it"
+        ) from None

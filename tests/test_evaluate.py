@@ -165,3 +165,13 @@ def test_sample_indices_are_a_seeded_sorted_subset() -> None:
     a, b = sample_indices(1000, 50, seed=1), sample_indices(1000, 50, seed=1)
     assert np.array_equal(a, b) and len(np.unique(a)) == 50 and np.all(np.diff(a) > 0)
     assert not np.array_equal(a, sample_indices(1000, 50, seed=2))
+
+
+def test_load_summary_reports_bad_json_with_its_line(tmp_path: Path) -> None:
+    from factorlab.errors import FactorlabError
+    from factorlab.rundir import load_summary
+
+    (tmp_path / "recipe.toml").write_text("")
+    (tmp_path / "summary.json").write_text('{"name": "x",\n')
+    with pytest.raises(FactorlabError, match="summary.json, line 2: not valid JSON"):
+        load_summary(tmp_path)
