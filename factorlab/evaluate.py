@@ -27,6 +27,7 @@ import torch
 
 from factorlab import metrics, plots, report
 from factorlab.errors import FactorlabError
+from factorlab.files import atomic_write_text
 
 PLOTS = "plots"
 # a ground-truth column with more distinct values than this is continuous or an id (e.g. a noise seed)
@@ -285,10 +286,7 @@ def evaluate_run(
     result["in_training"] = summary.get("splits", {}).get(split, {})
     result["wall_time_s"] = time.perf_counter() - started
 
-    path = rundir / "eval.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(rundir / "eval.json", json.dumps(result, indent=2))
     report.write_report(rundir, report_sections(result, tsne=tsne, curves=bool(records)),
                         title=f"factorlab report: {result['name']}")  # fmt: skip
     return result

@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
 
 from factorlab.errors import FactorlabError
+from factorlab.files import atomic_write_text
 from factorlab.model import Disentangler
 
 # ---------------------------------------------------------------------------------------------
@@ -493,8 +494,7 @@ def evaluate_swaps(
     names = tuple(codes) if codes else default_codes(model)
     dataset = build_dataset(recipe, split, model.factors)
     result = {"split": split, **score_swaps(model, dataset, names, pairs=pairs, seed=seed)}
-    path = Path(rundir) / "swap_scores.json"
-    path.write_text(json.dumps(result, indent=2))
+    atomic_write_text(Path(rundir) / "swap_scores.json", json.dumps(result, indent=2))
     return result
 
 

@@ -57,6 +57,10 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint to load")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the samples, probes and pairs")
+    parser.add_argument(
+        "--swap", type=int, nargs="?", const=500, default=0, metavar="PAIRS",
+        help="also score code swaps against the renderer's true images (SynthFaces runs with a decoder; default 500 pairs)",
+    )  # fmt: skip
     parser.epilog = EVAL_EPILOG
 
     def handle(args: argparse.Namespace) -> int:
@@ -84,6 +88,10 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
         console.print(
             _rich_table(report.code_factor_table(result["dci"]["code_importance"], "DCI importance (codes x factors)"))
         )
+        if args.swap:
+            from factorlab.swap import evaluate_swaps, format_scores
+
+            console.print(format_scores(evaluate_swaps(args.rundir, split=args.split, pairs=args.swap, seed=args.seed)))
         console.print(
             f"wrote {args.rundir / 'eval.json'}, {args.rundir / 'report.md'}, {args.rundir / 'report.html'} "
             f"and plots/ ({result['wall_time_s']:.1f} s)"
