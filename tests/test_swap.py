@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 
@@ -299,3 +300,12 @@ def test_swap_on_a_run_without_decoder_or_with_an_unreadable_image(trained_run: 
 def test_swap_usage_errors(trained_run: Path, capsys, args: list[str], words: str) -> None:
     assert main(["swap", "--run", str(trained_run), *args]) == 2
     assert words in capsys.readouterr().err
+
+
+def test_eval_swap_writes_swap_scores(trained_run: Path) -> None:
+    result = run_cli("eval", str(trained_run), "--no-probes", "--swap", "4", "--max-samples", "64")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads((trained_run / "swap_scores.json").read_text())
+    assert scores["split"] == "test" and scores["pairs"] == 4
+    assert set(scores["accuracy"]) == {"swap", "reconstruction", "x1", "x2", "truth"}
+    assert "PSNR" in result.stdout
