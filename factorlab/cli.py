@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args = parser.parse_args([arg for arg in argv if arg != "--debug"])  # --debug works anywhere
         if getattr(args, "handler", None) is None:
             parser.print_help()
             return 2

@@ -59,10 +59,20 @@ def disabled_plugins() -> set[str]:
 
 
 def _entry_points() -> list[metadata.EntryPoint]:
-    eps = list(metadata.entry_points(group=hookspecs.PROJECT))
+    unique: dict[str, metadata.EntryPoint] = {}
+    for ep in metadata.entry_points(group=hookspecs.PROJECT):
+        other = unique.setdefault(ep.name, ep)
+        if other.value != ep.value:  # two distributions claim one plugin name: neither may silently win
+            raise PluginError(
+                f"two plugins are named {ep.name!r}: {other.value} ({_dist_name(other)}) and {ep.value} "
+                f"({_dist_name(ep)}); uninstall one of the distributions"
+            )
     # core first, then by name: registration order must not depend on the file system.
-    unique = {ep.name: ep for ep in eps}
     return sorted(unique.values(), key=lambda ep: (ep.name != CORE, ep.name))
+
+
+def _dist_name(ep: metadata.EntryPoint) -> str:
+    return ep.dist.name if ep.dist is not None else "unknown distribution"
 
 
 def _error_text(exc: BaseException) -> str:

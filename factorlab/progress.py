@@ -89,12 +89,20 @@ class Reporter:
             )
             console.file.flush()  # show each epoch at once, also when stdout is a pipe
 
-    def finish(self, summary: dict) -> None:
-        """The closing summary table."""
-        if not self.enabled:
-            return
+    def close(self) -> None:
+        """Stop the progress display and close the TensorBoard writer (safe to call twice)."""
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
+
+    def finish(self, summary: dict) -> None:
+        """The closing summary table."""
+        self.close()
+        if not self.enabled:
+            return
         table = Table(title=f"{summary['name']}: final metrics", title_justify="left")
         table.add_column("metric")
         for split in summary["splits"]:

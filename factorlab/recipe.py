@@ -9,6 +9,7 @@ written (or the command-line override it came from), the dotted key and what to 
 
 from __future__ import annotations
 
+import datetime
 import re
 import tomllib
 from pathlib import Path
@@ -156,6 +157,11 @@ class LossSection(Section):
     beta_cls: float = Field(1.0, ge=0.0, description="beta2: weight of the classification losses (paper: 1).")
     beta_adv: float = Field(1.0, ge=0.0, description="beta3: weight of the adversarial encoder losses (paper: 1).")
     reconstruction: str = Field("l2", description="A registered reconstruction loss: 'l2' (paper) or 'l1'.")
+    reconstruction_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Options of the reconstruction loss, e.g. { reduction = "image_sum" } for the paper\'s literal '
+        "per-image sum of squares (default: mean over pixels).",
+    )
 
 
 class OptimizerSection(Section):
@@ -298,6 +304,8 @@ def parse_override(override: str) -> tuple[tuple[str | int, ...], Any]:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    if isinstance(value, (datetime.date, datetime.time)):  # a bare date is a name here, not a TOML date
+        value = raw.strip()
     path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
     return path, value
 
@@ -369,6 +377,26 @@ def resolve_parts(recipe: Recipe, context: ErrorContext | None = None) -> None:
                 ("loss", "reconstruction"), host.registry("losses").unknown_message(recipe.loss.reconstruction)
             )
         )
+    else:
+        try:
+            host.get("losses", recipe.loss.reconstruction).config.model_validate(recipe.loss.reconstruction_options)
+        except ValidationError as exc:
+            errors.extend(context.error_lines(exc, prefix=("loss", "reconstruction_options")))
+    factor_names = recipe.factor_names()
+    if recipe.data.balance_factor is not None and recipe.data.balance_factor not in factor_names:
+        errors.append(
+            context.line(
+                ("data", "balance_factor"),
+                f"{recipe.data.balance_factor!r} is not a factor of any head or adversary; use one of {factor_names}",
+            )
+        )
+    if recipe.run.best_metric is not None and recipe.run.best_metric not in validation_metrics(recipe):
+        errors.append(
+            context.line(
+                ("run", "best_metric"),
+                f"{recipe.run.best_metric!r} is not measured on val; choose one of {sorted(validation_metrics(recipe))}",
+            )
+        )
 
     for factor in sorted(set(recipe.factor_names()) | set(recipe.factors)):
         section = recipe.factors.get(factor) or FactorSection()
@@ -403,6 +431,18 @@ def resolve_parts(recipe: Recipe, context: ErrorContext | None = None) -> None:
         errors.append(context.line(("heads",), "a recipe needs at least one [[heads]] entry (factor, code, type)"))
     if errors:
         raise RecipeError(context.header() + "\n".join(f"  {e}" for e in errors))
+
+
+def validation_metrics(recipe: Recipe) -> set[str]:
+    """The names of the metrics the trainer measures on the val split (candidates for run.best_metric)."""
+    names = set()
+    for kind, parts in (("head", recipe.heads), ("adversary", recipe.adversaries)):
+        for part in parts:
+            names |= {f"{kind}/{part.factor}/{part.code}/accuracy", f"{kind}/{part.factor}/{part.code}/loss"}
+    names |= {f"encoder_adv/{part.factor}/{part.code}/loss" for part in recipe.adversaries}
+    if recipe.uses_decoder:
+        names.add("reconstruction/loss")
+    return names
 
 
 # ---------------------------------------------------------------------------------------------

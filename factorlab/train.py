@@ -28,7 +28,7 @@ from torch import nn
 from factorlab import losses
 from factorlab.data.loading import build_dataset, eval_loader, make_loader, to_device
 from factorlab.data.sampling import FaceAugment, epoch_order
-from factorlab.errors import FactorlabError
+from factorlab.errors import DataError, FactorlabError
 from factorlab.files import atomic_write, atomic_write_text
 from factorlab.model import Disentangler, build_model, resolve_factors
 from factorlab.recipe import Recipe, load_recipe
@@ -71,8 +71,13 @@ def init_distributed(device_type: str) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0, distributed: bool = False) -> torch.device:
     """'auto' -> cuda (this process's GPU) if available, else cpu."""
+    if distributed and name.startswith("cuda:"):
+        raise FactorlabError(
+            f"run.device = {name!r} under torchrun would put every process on one GPU; "
+            "use run.device=cuda (or auto): each process takes cuda:LOCAL_RANK"
+        )
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
@@ -152,7 +157,6 @@ class Trainer:
     total_steps: int = 1
 
     def __post_init__(self) -> None:
-        from factorlab.plugins import get_host
 
         recipe = self.recipe
         resolve_auto(recipe.run, self.device)
@@ -163,7 +167,11 @@ class Trainer:
         self.adv: nn.Module = self.model.adversaries
         if self.dist_info.active:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = nn.parallel.DistributedDataParallel(self.model.net, device_ids=ids)
+            read = {link.code for link in [*self.model.net.head_links, *self.model.adversaries.links]}
+            unread = self.model.net.decoder is None and bool(set(self.model.net.branches) - read)
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model.net, device_ids=ids, find_unused_parameters=unread
+            )
             if len(self.model.adversaries.adversaries):
                 self.adv = nn.parallel.DistributedDataParallel(self.model.adversaries, device_ids=ids)
         if recipe.run.compile:
@@ -176,8 +184,7 @@ class Trainer:
         self.adv_scaler = torch.amp.GradScaler(self.device.type, enabled=scaler_on)
         self.classification = losses.ClassificationLoss()
         self.adversary_loss = losses.AdversaryLoss()
-        rec_entry = get_host().get("losses", recipe.loss.reconstruction)
-        self.reconstruction = rec_entry.factory(rec_entry.config()) if recipe.uses_decoder else None
+        self.reconstruction = reconstruction_module(recipe) if recipe.uses_decoder else None
         self.step_count = 0
 
     def step(self, images: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -270,6 +277,14 @@ class Trainer:
         self.step_count = state["step"]
 
 
+def reconstruction_module(recipe: Recipe) -> nn.Module:
+    """The recipe's reconstruction loss (loss.reconstruction with loss.reconstruction_options)."""
+    from factorlab.plugins import get_host
+
+    entry = get_host().get("losses", recipe.loss.reconstruction)
+    return entry.factory(entry.config.model_validate(recipe.loss.reconstruction_options))
+
+
 def _correct(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (logits.detach().argmax(dim=1) == target).sum()
 
@@ -283,6 +298,7 @@ def evaluate(model: Disentangler, dataset, recipe: Recipe, device: torch.device)
     """Accuracy of every head and adversary and the mean of each loss term over a split."""
     was_training = model.training
     model.eval()
+    reconstruction = reconstruction_module(recipe) if model.net.decoder is not None else None
     sums: dict[str, torch.Tensor] = {}
     count = 0
     for batch in eval_loader(dataset, recipe.run.batch_size, num_workers=recipe.run.num_workers):
@@ -299,11 +315,11 @@ def evaluate(model: Disentangler, dataset, recipe: Recipe, device: torch.device)
             _add(sums, f"{prefix}/correct", _correct(logits[link.key], target))
             _add(sums, f"{prefix}/loss", losses.classification_loss(logits[link.key], target) * n)
         for link in model.adversaries.links:
-            _add(
-                sums, f"encoder_adv/{link.factor}/{link.code}/loss", losses.uniform_confusion(adv_logits[link.key]) * n
-            )
+            adversary = model.adversaries.adversaries[link.key]
+            loss = adversary.encoder_loss(out["codes"][link.code].flatten(1), labels[link.factor], 1.0)
+            _add(sums, f"encoder_adv/{link.factor}/{link.code}/loss", loss * n)
         if "reconstruction" in out:
-            _add(sums, "reconstruction/loss", losses.reconstruction_loss(images, out["reconstruction"].float()) * n)
+            _add(sums, "reconstruction/loss", reconstruction(images, out["reconstruction"].float()) * n)
         count += n
     model.train(was_training)
     return _finish(sums, count)
@@ -313,12 +329,19 @@ def _add(sums: dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
     sums[key] = sums[key] + value.detach().float() if key in sums else value.detach().float()
 
 
-def _finish(sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
-    """Sums over `count` samples -> means; `.../correct` becomes `.../accuracy`. One host sync."""
+def _finish(sums: dict[str, torch.Tensor], count: int, all_ranks: bool = False) -> dict[str, float]:
+    """Sums over `count` samples -> means; `.../correct` becomes `.../accuracy`. One host sync.
+
+    With `all_ranks` (a collective), the sums and counts of every process are added first.
+    """
     if not sums:
         return {}
     keys = list(sums)
-    values = torch.stack([sums[k] for k in keys]).cpu().tolist()
+    stacked = torch.stack([sums[k] for k in keys])
+    if all_ranks:
+        dist.all_reduce(stacked)
+        count *= dist.get_world_size()
+    values = stacked.cpu().tolist()
     out = {}
     for key, value in zip(keys, values, strict=True):
         name = key[: -len("/correct")] + "/accuracy" if key.endswith("/correct") else key
@@ -389,7 +412,7 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
         else "cpu"
     )
     dist_info = init_distributed(device_type)
-    device = resolve_device(recipe.run.device, dist_info.local_rank)
+    device = resolve_device(recipe.run.device, dist_info.local_rank, dist_info.active)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if recipe.run.deterministic and device.type == "cpu":
@@ -404,6 +427,13 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
     factors = resolve_factors(recipe)
     train_set = build_dataset(recipe, "train", factors)
     val_set = build_dataset(recipe, "val", factors)
+    test_set = build_dataset(recipe, "test", factors)  # now, not after hours of training
+    for split, dataset in (("val", val_set), ("test", test_set)):
+        if dataset.classes != train_set.classes:
+            raise DataError(
+                f"data set {recipe.data.dataset!r}: the classes of its {split} split differ from the train split's; "
+                "every split must share one label space"
+            )
     model = build_model(recipe, classes=train_set.classes)
 
     per_rank = recipe.run.batch_size // dist_info.world
@@ -437,9 +467,7 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
     rundir = Path(rundir)
     if dist_info.main:
         atomic_write_text(rundir / "recipe.toml", recipe.to_toml())
-    best_key = recipe.run.best_metric or (
-        f"head/{recipe.heads[0].factor}/{recipe.heads[0].code}/accuracy" if recipe.heads else "total/loss"
-    )
+    best_key = recipe.run.best_metric or f"head/{recipe.heads[0].factor}/{recipe.heads[0].code}/accuracy"
     labels_for_balance = None
     if recipe.data.sampler == "balanced":
         labels_for_balance = train_set.labels(recipe.data.balance_factor or recipe.heads[0].factor)
@@ -449,85 +477,91 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
     reporter = Reporter(rundir, enabled=dist_info.main, total_epochs=recipe.run.epochs, steps_per_epoch=steps_per_epoch)
     started = time.perf_counter()
     images_seen, train_time = 0, 0.0
-    for epoch in range(start_epoch, recipe.run.epochs):
-        order = epoch_order(
-            labels_for_balance,
-            len(train_set),
-            seed=recipe.run.seed,
-            epoch=epoch,
-            balanced=labels_for_balance is not None,
-        )
-        order = order[: steps_per_epoch * recipe.run.batch_size][dist_info.rank :: dist_info.world]
-        loader = make_loader(
-            train_set, order, per_rank, num_workers=recipe.run.num_workers, pin_memory=device.type == "cuda"
-        )
-        model.train()
-        sums: dict[str, torch.Tensor] = {}
-        seen = 0
-        first_bad = torch.full((), -1, dtype=torch.long, device=device)
-        reporter.start_epoch(epoch)
-        epoch_start = time.perf_counter()
-        for i, batch in enumerate(loader):
-            images, labels = to_device(batch, device, channels_last=recipe.run.channels_last)
-            if augment_on:
-                generator = torch.Generator(device=device).manual_seed(
-                    hash((recipe.run.seed, epoch, i, dist_info.rank))
-                )
-                images = augment(images, generator)
-            stats = trainer.step(images, labels)
-            main_sched.step()
-            if adv_sched:
-                adv_sched.step()
-            n = images.shape[0]
-            seen += n
-            bad = ~torch.isfinite(stats["total/loss"])
-            first_bad = torch.where(
-                (first_bad < 0) & bad, torch.full_like(first_bad, trainer.step_count - 1), first_bad
+    try:
+        for epoch in range(start_epoch, recipe.run.epochs):
+            order = epoch_order(
+                labels_for_balance,
+                len(train_set),
+                seed=recipe.run.seed,
+                epoch=epoch,
+                balanced=labels_for_balance is not None,
             )
-            for key, value in stats.items():
-                _add(sums, key, value * n if key.endswith("/loss") else value)
-            if (i + 1) % recipe.run.log_every == 0 or i + 1 == steps_per_epoch:
-                _check_finite(first_bad, sums)
-                reporter.step(i + 1, _finish(sums, seen), seen * dist_info.world / (time.perf_counter() - epoch_start))
-        _check_finite(first_bad, sums)
-        train_time += time.perf_counter() - epoch_start
-        images_seen += seen * dist_info.world
-        train_metrics = _finish(sums, seen)
-        record = {"epoch": epoch, "split": "train", **train_metrics}
-        if dist_info.main:
-            reporter.log(record)
-            val_metrics = {}
-            if (epoch + 1) % recipe.run.eval_every == 0 or epoch + 1 == recipe.run.epochs:
-                val_metrics = evaluate(model, val_set, recipe, device)
-                reporter.log({"epoch": epoch, "split": "val", **val_metrics})
-            score = val_metrics.get(best_key, -math.inf)
-            score = -score if best_key.endswith("/loss") else score
-            state = {
-                "trainer": trainer.state_dict(),
-                "main_sched": main_sched.state_dict(),
-                "adv_sched": adv_sched.state_dict() if adv_sched else None,
-                "epoch": epoch,
-                "best": max(best, score),
-                "rng": _rng_state(),
-                "classes": model.classes,
-                "recipe": recipe.to_dict(),
-            }
-            if score > best:
-                best = score
-                _save_checkpoint(
-                    {
-                        "model": state["trainer"]["model"],
-                        "epoch": epoch,
-                        "classes": model.classes,
-                        "metric": best_key,
-                        "value": val_metrics.get(best_key),
-                    },
-                    rundir / CHECKPOINTS / "best.pt",
+            order = order[: steps_per_epoch * recipe.run.batch_size][dist_info.rank :: dist_info.world]
+            loader = make_loader(
+                train_set, order, per_rank, num_workers=recipe.run.num_workers, pin_memory=device.type == "cuda"
+            )
+            model.train()
+            sums: dict[str, torch.Tensor] = {}
+            seen = 0
+            first_bad = torch.full((), -1, dtype=torch.long, device=device)
+            reporter.start_epoch(epoch)
+            epoch_start = time.perf_counter()
+            for i, batch in enumerate(loader):
+                images, labels = to_device(batch, device, channels_last=recipe.run.channels_last)
+                if augment_on:
+                    generator = torch.Generator(device=device).manual_seed(
+                        hash((recipe.run.seed, epoch, i, dist_info.rank))
+                    )
+                    images = augment(images, generator)
+                stats = trainer.step(images, labels)
+                main_sched.step()
+                if adv_sched:
+                    adv_sched.step()
+                n = images.shape[0]
+                seen += n
+                bad = ~torch.isfinite(stats["total/loss"])
+                first_bad = torch.where(
+                    (first_bad < 0) & bad, torch.full_like(first_bad, trainer.step_count - 1), first_bad
                 )
-            _save_checkpoint(state, rundir / CHECKPOINTS / "last.pt")
-            reporter.end_epoch(epoch, train_metrics, val_metrics)
-        if dist_info.active:
-            dist.barrier()
+                for key, value in stats.items():
+                    _add(sums, key, value * n if key.endswith("/loss") else value)
+                if (i + 1) % recipe.run.log_every == 0 or i + 1 == steps_per_epoch:
+                    _check_finite(first_bad, sums, rundir)
+                    running = _finish(sums, seen, all_ranks=dist_info.active)
+                    reporter.step(i + 1, running, seen * dist_info.world / (time.perf_counter() - epoch_start))
+            _check_finite(first_bad, sums, rundir)
+            train_time += time.perf_counter() - epoch_start
+            images_seen += seen * dist_info.world
+            train_metrics = _finish(sums, seen, all_ranks=dist_info.active)
+            record = {"epoch": epoch, "split": "train", **train_metrics}
+            if dist_info.main:
+                reporter.log(record)
+                val_metrics = {}
+                if (epoch + 1) % recipe.run.eval_every == 0 or epoch + 1 == recipe.run.epochs:
+                    val_metrics = evaluate(model, val_set, recipe, device)
+                    reporter.log({"epoch": epoch, "split": "val", **val_metrics})
+                score = -math.inf  # epochs without evaluation never replace best.pt
+                if best_key in val_metrics:
+                    score = -val_metrics[best_key] if best_key.endswith("/loss") else val_metrics[best_key]
+                state = {
+                    "trainer": trainer.state_dict(),
+                    "main_sched": main_sched.state_dict(),
+                    "adv_sched": adv_sched.state_dict() if adv_sched else None,
+                    "epoch": epoch,
+                    "best": max(best, score),
+                    "rng": _rng_state(),
+                    "classes": model.classes,
+                    "recipe": recipe.to_dict(),
+                }
+                if score > best:
+                    best = score
+                    _save_checkpoint(
+                        {
+                            "model": state["trainer"]["model"],
+                            "epoch": epoch,
+                            "classes": model.classes,
+                            "metric": best_key,
+                            "value": val_metrics.get(best_key),
+                        },
+                        rundir / CHECKPOINTS / "best.pt",
+                    )
+                _save_checkpoint(state, rundir / CHECKPOINTS / "last.pt")
+                reporter.end_epoch(epoch, train_metrics, val_metrics)
+            if dist_info.active:
+                dist.barrier()
+    except BaseException:
+        reporter.close()  # stop the live progress display before the error is printed
+        raise
 
     wall = time.perf_counter() - started
     rank_gap = rank_weight_gap(model) if dist_info.active else 0.0
@@ -545,7 +579,7 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
             "max_weight_difference_across_ranks": rank_gap,
         }
         summary["splits"]["val"] = evaluate(model, val_set, recipe, device)
-        summary["splits"]["test"] = evaluate(model, build_dataset(recipe, "test", factors), recipe, device)
+        summary["splits"]["test"] = evaluate(model, test_set, recipe, device)
         atomic_write_text(rundir / "summary.json", json.dumps(summary, indent=2))
         reporter.finish(summary)
     if dist_info.active:
@@ -563,15 +597,25 @@ def rank_weight_gap(model: nn.Module) -> float:
     return float(gap)
 
 
-def _check_finite(first_bad: torch.Tensor, sums: dict[str, torch.Tensor]) -> None:
+def _check_finite(first_bad: torch.Tensor, sums: dict[str, torch.Tensor], rundir: Path) -> None:
+    """Stop the run (on every process) once a loss was NaN or Inf, naming the step and the terms."""
+    if dist.is_available() and dist.is_initialized():
+        first_bad = first_bad.clone()
+        dist.all_reduce(first_bad, op=dist.ReduceOp.MAX)  # every rank stops together
     step = int(first_bad.item())
     if step < 0:
         return
     terms = [key for key, value in sums.items() if key.endswith("/loss") and not torch.isfinite(value)]
+    last = rundir / CHECKPOINTS / "last.pt"
+    kept = (
+        f"The last good checkpoint is {last}; after changing the recipe, continue with "
+        f"`factorlab run --resume {rundir} key=value`."
+        if last.is_file()
+        else "No checkpoint was written yet (it failed in the first epoch)."
+    )
     raise NonFiniteLoss(
         f"the loss became non-finite at step {step} (terms: {', '.join(terms) or 'total/loss'}); the run stopped. "
-        "The last good checkpoint is kept in checkpoints/last.pt; lower optim.main.lr, set optim.clip_grad_norm, "
-        "or use run.precision=fp32."
+        f"{kept} Try a lower optim.main.lr, optim.clip_grad_norm, or run.precision=fp32."
     )
 
 

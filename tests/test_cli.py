@@ -65,6 +65,7 @@ def test_bad_inputs_exit_2_with_a_message(tmp_path: Path) -> None:
     assert "factorlab run needs a recipe file" in _bad("run")
 
 
-def test_debug_shows_the_traceback() -> None:
-    result = run_cli("--debug", "validate", "missing.toml")
-    assert result.returncode == 2 and "Traceback" in result.stderr
+def test_debug_shows_the_traceback_wherever_it_is_written() -> None:
+    for args in (("--debug", "validate", "missing.toml"), ("validate", "missing.toml", "--debug")):
+        result = run_cli(*args)
+        assert result.returncode == 2 and "Traceback" in result.stderr, args

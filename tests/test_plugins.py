@@ -153,3 +153,11 @@ def test_registry_unknown_name_suggests_and_lists() -> None:
     with pytest.raises(PluginError, match="registered by plugin 'core' and by plugin 'other'"):
         registry.add("timm", lambda c: None, plugin="other")
     assert registry.get("timm").description == "" and len(registry) == 2
+
+
+def test_two_distributions_claiming_one_plugin_name_is_an_error(tmp_path: Path) -> None:
+    site = write_plugin_distribution(tmp_path / "site", "factorlab-one", "factorlab_one", GOOD, entry="expression")
+    result = run_cli("plugins", env=_env(site))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())
+    assert "two plugins are named 'expression'" in message and "factorlab_one (factorlab-one)" in message

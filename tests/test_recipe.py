@@ -133,3 +133,28 @@ def test_factor_options_are_validated() -> None:
     assert recipe.factors["expression"].options.classes == 7
     message = _error(BASE, ["factors.expression.classes=6"])
     assert "factors.expression.classes" in message
+
+
+def test_best_metric_must_be_measured_on_val() -> None:
+    assert load_recipe(QUICKSTART, ["run.best_metric=adversary/expression/nonexp/loss"]).run.best_metric
+    message = _error(BASE, ["run.best_metric=head/expression/exp/acc"])
+    assert "run.best_metric: 'head/expression/exp/acc' is not measured on val" in message
+    assert "'head/expression/exp/accuracy'" in message
+
+
+def test_balance_factor_must_be_a_trained_factor() -> None:
+    message = _error(BASE, ["data.sampler=balanced", "data.balance_factor=identity"])
+    assert "data.balance_factor: 'identity' is not a factor of any head or adversary" in message
+
+
+def test_reconstruction_options_are_checked_against_the_loss() -> None:
+    recipe = load_recipe(
+        ROOT / "recipes" / "synth" / "ablation.toml", ['loss.reconstruction_options={reduction="image_sum"}']
+    )
+    assert recipe.loss.reconstruction_options == {"reduction": "image_sum"}
+    message = _error(BASE, ["loss.reconstruction_options={reductio=1}"])
+    assert "loss.reconstruction_options.reductio: unknown key" in message
+
+
+def test_override_values_that_look_like_dates_stay_text() -> None:
+    assert load_recipe(QUICKSTART, ["run.name=2024-01-01"]).run.name == "2024-01-01"

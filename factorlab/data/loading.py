@@ -58,7 +58,14 @@ def make_loader(
 
 def eval_loader(dataset: Dataset, batch_size: int, *, num_workers: int = 0) -> DataLoader:
     """A DataLoader over the whole split in order (last batch may be short)."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    # its own generator: drawing worker seeds from the global RNG would make a resumed run differ
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(0),
+    )
 
 
 def to_device(
