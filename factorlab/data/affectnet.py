@@ -7,7 +7,6 @@ they are dropped and counted.
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from typing import Literal
 
@@ -21,6 +20,7 @@ from factorlab.data.records import (
     Source,
     SourceConfig,
     check_image_file,
+    csv_records,
     require_dir,
     require_file,
 )
@@ -114,43 +114,26 @@ def scan_csv(config: AffectNetConfig, part: str, name: str, problems: Problems, 
         config.align, []
     )
     samples = []
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or any(c not in header for c in CSV_COLUMNS):
-            raise DataError(f"{path}:1: header must name the columns {','.join(CSV_COLUMNS)}; found {header}")
-        column = {c: header.index(c) for c in CSV_COLUMNS}
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            if not row:
+    for where, _, value in csv_records(path, CSV_COLUMNS, needed, problems):
+        label = expression_id(value["expression"], where, problems, dropped)
+        if label is None:
+            continue
+        try:
+            box = tuple(float(value[c]) for c in ("face_x", "face_y", "face_width", "face_height"))
+        except ValueError:
+            box = None
+        if config.align == "box" and box is None:
+            problems(where, "face box (face_x, face_y, face_width, face_height) is not numeric")
+            continue
+        landmarks = None
+        if config.align == "landmarks":
+            landmarks = parse_landmarks(value["facial_landmarks"], where, problems)
+            if landmarks is None:
                 continue
-            if len(row) < len(header):
-                problems(where, f"has {len(row)} fields, expected {len(header)} ({','.join(header)})")
-                continue
-            value = {c: row[i].strip() for c, i in column.items()}
-            null = [c for c in needed if value[c] in ("", "NULL")]
-            if null:
-                problems(where, f"field(s) {', '.join(null)} are NULL or empty")
-                continue
-            label = expression_id(value["expression"], where, problems, dropped)
-            if label is None:
-                continue
-            try:
-                box = tuple(float(value[c]) for c in ("face_x", "face_y", "face_width", "face_height"))
-            except ValueError:
-                box = None
-            if config.align == "box" and box is None:
-                problems(where, "face box (face_x, face_y, face_width, face_height) is not numeric")
-                continue
-            landmarks = None
-            if config.align == "landmarks":
-                landmarks = parse_landmarks(value["facial_landmarks"], where, problems)
-                if landmarks is None:
-                    continue
-            source = f"Manually_Annotated_Images/{value['subDirectory_filePath']}"
-            if not check_image_file(config.root / source, where, problems):
-                continue
-            samples.append(Sample(source, where, {"expression": label}, part, box=box, landmarks=landmarks))
+        source = f"Manually_Annotated_Images/{value['subDirectory_filePath']}"
+        if not check_image_file(config.root / source, where, problems):
+            continue
+        samples.append(Sample(source, where, {"expression": label}, part, box=box, landmarks=landmarks))
     return samples
 
 

@@ -5,8 +5,6 @@ Training -> train, PublicTest -> val, PrivateTest -> test (the usual protocol).
 
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 from pydantic import Field
 
@@ -18,10 +16,10 @@ from factorlab.data.records import (
     Source,
     SourceConfig,
     Table,
+    csv_records,
     require_dir,
     require_file,
 )
-from factorlab.errors import DataError
 
 #: FER2013 emotion id -> canonical expression class name (FER2013 has no contempt).
 EMOTIONS = {0: "anger", 1: "disgust", 2: "fear", 3: "happy", 4: "sad", 5: "surprise", 6: "neutral"}
@@ -43,41 +41,24 @@ def scan(config: FER2013Config) -> Scan:
     path = config.root / config.file
     require_file(path, "FER2013 file")
     problems, samples = Problems(config.on_error), []
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = [c.strip() for c in next(reader, [])]
-        if any(c not in header for c in COLUMNS):
-            raise DataError(f"{path}:1: header must name the columns {','.join(COLUMNS)}; found {header}")
-        column = {c: header.index(c) for c in COLUMNS}
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            if not row:
-                continue
-            if len(row) < len(header):
-                problems(where, f"has {len(row)} fields, expected {len(header)} ({','.join(header)})")
-                continue
-            value = {c: row[i].strip() for c, i in column.items()}
-            null = [c for c in COLUMNS if value[c] in ("", "NULL")]
-            if null:
-                problems(where, f"field(s) {', '.join(null)} are NULL or empty")
-                continue
-            if not value["emotion"].isdigit() or int(value["emotion"]) not in EMOTIONS:
-                problems(where, f"emotion {value['emotion']!r} is out of range: FER2013 labels are 0-6")
-                continue
-            if value["Usage"] not in USAGES:
-                problems(where, f"Usage {value['Usage']!r} is not one of {', '.join(USAGES)}")
-                continue
-            try:
-                pixels = np.array(value["pixels"].split(), dtype=np.int64)
-            except ValueError:
-                pixels = np.array([-1])
-            if pixels.size != SIDE * SIDE or pixels.min() < 0 or pixels.max() > 255:
-                problems(where, f"pixels must be {SIDE * SIDE} integers 0-255 (48x48); found {pixels.size} values")
-                continue
-            image = pixels.astype(np.uint8).reshape(SIDE, SIDE)
-            label, part = int(value["emotion"]), USAGES[value["Usage"]]
-            source = f"{config.file}:{reader.line_num}"
-            samples.append(Sample(source, where, {"expression": label}, part, pixels=image))
+    for where, line, value in csv_records(path, COLUMNS, COLUMNS, problems):
+        if not value["emotion"].isdigit() or int(value["emotion"]) not in EMOTIONS:
+            problems(where, f"emotion {value['emotion']!r} is out of range: FER2013 labels are 0-6")
+            continue
+        if value["Usage"] not in USAGES:
+            problems(where, f"Usage {value['Usage']!r} is not one of {', '.join(USAGES)}")
+            continue
+        try:
+            pixels = np.array(value["pixels"].split(), dtype=np.int64)
+        except ValueError:
+            pixels = np.array([-1])
+        if pixels.size != SIDE * SIDE or pixels.min() < 0 or pixels.max() > 255:
+            problems(where, f"pixels must be {SIDE * SIDE} integers 0-255 (48x48); found {pixels.size} values")
+            continue
+        image = pixels.astype(np.uint8).reshape(SIDE, SIDE)
+        label, part = int(value["emotion"]), USAGES[value["Usage"]]
+        source = f"{config.file}:{line}"
+        samples.append(Sample(source, where, {"expression": label}, part, pixels=image))
     return Scan(samples, {"expression": list(EMOTIONS.values())}, problems.skipped)
 
 

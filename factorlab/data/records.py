@@ -8,9 +8,10 @@ a fresh scan or from a prepared cache, so both paths select exactly the same sam
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -178,6 +179,35 @@ def read_image(path: Path, where: str = "") -> np.ndarray:
         raise DataError(f"{prefix}{path} is not an image Pillow can read; replace it or set on_error=skip") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{prefix}image {path} is corrupt or truncated ({exc}); download it again") from None
+
+
+def csv_records(
+    path: Path, columns: Sequence[str], required: Sequence[str], problems: Problems
+) -> Iterator[tuple[str, int, dict[str, str]]]:
+    """Rows of a CSV list as (where = "file:line", line, {column: text}).
+
+    The header must name `columns`; a row with too few fields or a NULL/empty `required` field is
+    reported to `problems` with its file and line, and skipped.
+    """
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = [c.strip() for c in next(reader, [])]
+        if any(c not in header for c in columns):
+            raise DataError(f"{path}:1: header must name the columns {','.join(columns)}; found {header}")
+        column = {c: header.index(c) for c in columns}
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            if not row:
+                continue
+            if len(row) < len(header):
+                problems(where, f"has {len(row)} fields, expected {len(header)} ({','.join(header)})")
+                continue
+            value = {c: row[i].strip() for c, i in column.items()}
+            null = [c for c in required if value[c] in ("", "NULL")]
+            if null:
+                problems(where, f"field(s) {', '.join(null)} are NULL or empty")
+                continue
+            yield where, reader.line_num, value
 
 
 def check_image_file(path: Path, where: str, problems: Problems) -> bool:
