@@ -266,6 +266,9 @@ def evaluate_run(
     plots.plot_matrix(np.array([[importance[c][f] for f in shared] for c in test.codes]), list(test.codes), shared,
                       plot_dir / "dci-importance.png", title="DCI importance (codes x factors)")  # fmt: skip
 
+    log("registered metrics")
+    result["plugin_metrics"] = registered_metrics(test.codes, {**test.ground_truth, **test.labels})
+
     log("projections and training curves")
     points = {name: metrics.project_2d(code, "pca", seed=seed) for name, code in test.codes.items()}
     plots.plot_projections(points, test.labels, test.classes, plot_dir / "pca.png", method="PCA")
@@ -290,6 +293,22 @@ def evaluate_run(
     report.write_report(rundir, report_sections(result, tsne=tsne, curves=bool(records)),
                         title=f"factorlab report: {result['name']}")  # fmt: skip
     return result
+
+
+def registered_metrics(codes: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Every metric plugins registered (`factorlab_register_metrics`), with its default options.
+
+    A metric that cannot run on these labels says why in a `note` instead of failing the evaluation.
+    """
+    from factorlab.plugins import get_host
+
+    out: dict[str, dict] = {}
+    for entry in get_host().registry("metrics"):
+        try:
+            out[entry.name] = {"plugin": entry.plugin, **entry.factory(entry.config())(codes, labels)}
+        except FactorlabError as exc:
+            out[entry.name] = {"plugin": entry.plugin, "note": str(exc)}
+    return out
 
 
 def model_device(model) -> torch.device:
@@ -416,6 +435,20 @@ def report_sections(result: dict, *, tsne: bool = False, curves: bool = True) ->
             images=[report.Image(f"{PLOTS}/dci-importance.png", "DCI importance, codes x factors")],
         )
     )
+    if result.get("plugin_metrics"):
+        rows = [
+            [name, values["plugin"], key, value if isinstance(value, str) else f"{value:.4f}"]
+            for name, values in result["plugin_metrics"].items()
+            for key, value in values.items()
+            if key != "plugin"
+        ]
+        sections.append(
+            report.Section(
+                "Metrics registered by plugins",
+                "Each metric a plugin registers through `factorlab_register_metrics`, on the evaluated split.",
+                tables=[report.Table(["metric", "plugin", "value of", "value"], rows)],
+            )
+        )
     images = [report.Image(f"{PLOTS}/pca.png", "PCA of each code, coloured by each factor")]
     if tsne:
         images.append(report.Image(f"{PLOTS}/tsne.png", "t-SNE of each code, coloured by each factor"))

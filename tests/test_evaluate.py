@@ -80,6 +80,10 @@ def test_eval_writes_results_plots_and_report(paper_eval: tuple[Path, str]) -> N
     assert set(result["ground_truth_factors"]) <= set(result["dci"]["protocol"])  # SynthFaces' discrete truth is used
     assert result["ground_truth_factors"], "SynthFaces offers discrete ground-truth factors (glasses, ...)"
     assert result["swap_grid"] is None  # no decoder
+    # metrics registered by plugins run too: the identity plugin's verification AUC, one per code
+    verification = result["plugin_metrics"]["identity_verification"]
+    assert verification["plugin"] == "identity"
+    assert all(0 <= verification[f"identity_verification/{c}/auc"] <= 1 for c in ("exp", "nonexp"))
     for name in ("confusion-expression-exp.png", "probes.png", "pca.png", "dci-importance.png", "curves.png"):
         assert (paper / "plots" / name).read_bytes()[:4] == b"\x89PNG"
     stdout = " ".join(stdout.split())
