@@ -93,9 +93,10 @@ def recipe_reference() -> str:
     for title, model in SECTIONS:
         out += [f"## `{title}`", "", (model.__doc__ or "").strip(), "", *fields_table(model), ""]
     out += ["# Registered parts", ""]
+    bundled = {info.name for info in host.plugins if info.module.startswith("factorlab")}  # core and plugins/*
     for kind, title in PART_SECTIONS:
         for entry in host.registry(kind):
-            if entry.plugin not in ("core", "expression", "identity"):
+            if entry.plugin not in bundled:
                 continue
             out += [f"## {title} `{entry.name}`", "", f"{entry.description} (plugin `{entry.plugin}`)", ""]
             if entry.config.model_fields:

@@ -89,9 +89,9 @@ def check_swappable(model: Disentangler, names: Sequence[str]) -> tuple[str, ...
 
 
 @torch.no_grad()
-def synthesize(model: Disentangler, x1: Tensor, x2: Tensor, names: Sequence[str] = ("exp",)) -> Swap:
-    """Encode both batches, decode the reconstructions and the swaps of the codes `names`."""
-    names = check_swappable(model, names)
+def synthesize(model: Disentangler, x1: Tensor, x2: Tensor, names: Sequence[str] | None = None) -> Swap:
+    """Encode both batches, decode the reconstructions and the swaps of the codes `names` (default_codes)."""
+    names = check_swappable(model, names or default_codes(model))
     device = next(model.parameters()).device
     x1, x2 = x1.to(device).float(), x2.to(device).float()
     c1, c2 = model.encode(x1), model.encode(x2)
@@ -103,10 +103,9 @@ def synthesize(model: Disentangler, x1: Tensor, x2: Tensor, names: Sequence[str]
 
 
 def default_codes(model: Disentangler) -> tuple[str, ...]:
-    """The code swapped when none is named: the one whose head reads expression, else the first code."""
-    for link in model.net.head_links:
-        if link.factor == "expression":
-            return (link.code,)
+    """The code swapped when none is named: the one the first head reads (the paper's code_exp), else the first."""
+    if model.net.head_links:
+        return (model.net.head_links[0].code,)
     return (model.code_names[0],)
 
 
@@ -407,7 +406,7 @@ def _decode_pairs(model: Disentangler, dataset, pairs: np.ndarray, names: Sequen
 def score_swaps(
     model: Disentangler,
     dataset,
-    names: Sequence[str] = ("exp",),
+    names: Sequence[str] | None = None,
     *,
     pairs: int = 500,
     seed: int = 0,
@@ -427,7 +426,7 @@ def score_swaps(
             f"swap scoring needs a data set that renders the true swap (synthfaces); {type(dataset).__name__} "
             "does not. Look at the grid instead: factorlab swap --run RUNDIR --pairs 8"
         )
-    names = check_swappable(model, names)
+    names = check_swappable(model, names or default_codes(model))
     moved = moved_factors(model, names)
     if not moved:
         raise FactorlabError(
@@ -436,7 +435,8 @@ def score_swaps(
         )
     judged = list(dict.fromkeys(link.factor for link in model.net.head_links))
     labels = {factor: np.asarray(dataset.labels(factor)) for factor in judged}
-    fit, score = _halves(labels["identity"] if "identity" in labels else labels[judged[0]], seed)
+    # halves stratified on the factor with the most classes (identity, when judged): each class in both halves
+    fit, score = _halves(max(labels.values(), key=lambda v: len(np.unique(v))), seed)
     num_classes = {factor: len(dataset.classes[factor]) for factor in judged}
 
     # the judge, fitted on true images of the fit half; its accuracy on the score half is the ceiling

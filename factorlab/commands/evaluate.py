@@ -105,10 +105,12 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
 # factorlab compare
 
 
-def _main_head(summary: Mapping) -> tuple[str, str] | None:
-    """(factor, code) of a run's first head, from the recipe saved in its summary."""
+def _main_head(summary: Mapping) -> tuple[str, str]:
+    """(factor, code) of a run's first head (every recipe has one), from the recipe saved in its summary."""
     heads = summary.get("recipe", {}).get("heads") or []
-    return (heads[0]["factor"], heads[0]["code"]) if heads else None
+    if not heads:
+        raise FactorlabError(f"{summary.get('rundir', 'a run')}: its summary.json holds no recipe with a head")
+    return heads[0]["factor"], heads[0]["code"]
 
 
 def _adversary_code(summary: Mapping, factor: str) -> str | None:
@@ -151,14 +153,14 @@ def run_labels(summaries: Sequence[Mapping]) -> list[str]:
 
 def table1(summaries: Sequence[Mapping], split: str = "test") -> report.Table:
     """Paper Table 1: method | C_exp accuracy (the first head of each run)."""
-    head = _main_head(summaries[0]) or ("expression", "exp")
+    head = _main_head(summaries[0])
     rows = [[label, _head_accuracy(split)(s)] for label, s in zip(run_labels(summaries), summaries, strict=True)]
     return report.Table(["method", f"C_{head[1]} accuracy"], rows, f"Table 1: accuracy of C_{head[1]} ({split} split)")
 
 
 def table2(summaries: Sequence[Mapping], split: str = "test") -> report.Table:
     """Paper Table 2: beta_rec | C_exp | C_adv_exp, rows by decreasing beta_rec as in the paper."""
-    head = _main_head(summaries[0]) or ("expression", "exp")
+    head = _main_head(summaries[0])
     labelled = list(zip(run_labels(summaries), summaries, strict=True))
 
     def beta(item: tuple[str, Mapping]) -> float:
@@ -181,7 +183,7 @@ def leakage_table(summaries: Sequence[Mapping], evaluations: Sequence[Mapping | 
     rows = []
     for label, summary, ev in zip(run_labels(summaries), summaries, evaluations, strict=True):
         head = _main_head(summary)
-        if not ev or "probes" not in ev or head is None:
+        if not ev or "probes" not in ev:
             rows.append([label, "–", "–", "–", "–", "–"])
             continue
         factor, code = head
@@ -192,7 +194,7 @@ def leakage_table(summaries: Sequence[Mapping], evaluations: Sequence[Mapping | 
             chance = probes[0]["chance"] if probes else None
             rows.append([label, kind, report.pct(own[0] if own else None), ", ".join(others) or "– (no other code)",
                          report.pct(chance), ev.get("split")])  # fmt: skip
-    factor, code = _main_head(summaries[0]) or ("expression", "exp")
+    factor, code = _main_head(summaries[0])
     headers = ["run", "probe", f"{factor} from {code}", f"{factor} from the other codes", "chance", "split"]
     return report.Table(headers, rows, f"Leakage: fresh probes reading {factor} from frozen codes (eval.json)")
 
