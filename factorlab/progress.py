@@ -35,6 +35,7 @@ class Reporter:
         self.progress: Progress | None = None
         self.task = None
         self.writer = None
+        self.first_images = True  # example inputs go to TensorBoard once per process (also after a resume)
         if enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -76,6 +77,12 @@ class Reporter:
             for key, value in record.items():
                 if key not in ("epoch", "split") and isinstance(value, (int, float)):
                     self.writer.add_scalar(f"{record['split']}/{key}", value, record["epoch"])
+            self.writer.flush()
+
+    def add_image(self, tag: str, image, step: int) -> None:
+        """One picture (C, H, W: float in [0, 1] or uint8) into TensorBoard."""
+        if self.writer is not None:
+            self.writer.add_image(tag, image, step)
             self.writer.flush()
 
     def end_epoch(self, epoch: int, train: dict[str, float], val: dict[str, float]) -> None:

@@ -530,6 +530,8 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
                 if (epoch + 1) % recipe.run.eval_every == 0 or epoch + 1 == recipe.run.epochs:
                     val_metrics = evaluate(model, val_set, recipe, device)
                     reporter.log({"epoch": epoch, "split": "val", **val_metrics})
+                    if reporter.writer is not None:
+                        log_images(reporter, model, val_set, epoch, device)
                 score = -math.inf  # epochs without evaluation never replace best.pt
                 if best_key in val_metrics:
                     score = -val_metrics[best_key] if best_key.endswith("/loss") else val_metrics[best_key]
@@ -585,6 +587,28 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
     if dist_info.active:
         dist.barrier()
     return rundir
+
+
+@torch.no_grad()
+def log_images(reporter, model: Disentangler, dataset, epoch: int, device: torch.device, count: int = 8) -> None:
+    """TensorBoard pictures: example inputs once, and with a decoder the swap grid of the paper's Fig. 2."""
+    from torchvision.utils import make_grid
+
+    images = torch.stack([torch.from_numpy(dataset.image(i)) for i in range(min(2 * count, len(dataset)))])
+    images = images.permute(0, 3, 1, 2).float().div(255)
+    if reporter.first_images:
+        reporter.add_image("examples/inputs", make_grid(images, nrow=count), epoch)
+        reporter.first_images = False
+    if model.net.decoder is None or len(images) < 2:
+        return
+    from factorlab.swap import swap_grid, synthesize
+
+    was_training = model.training
+    model.eval()
+    half = len(images) // 2
+    grid = swap_grid(synthesize(model, images[:half].to(device), images[half : 2 * half].to(device)))
+    model.train(was_training)
+    reporter.add_image("examples/swaps", torch.from_numpy(np.asarray(grid.convert("RGB"))).permute(2, 0, 1), epoch)
 
 
 def rank_weight_gap(model: nn.Module) -> float:

@@ -209,3 +209,17 @@ def test_adversary_weight_zero_leaves_the_encoder_alone() -> None:
     before = _snapshot(trainer.model.net.branches)
     trainer.main_step(images, out, labels)
     assert _changed(before, trainer.model.net.branches) == set()
+
+
+def test_tensorboard_gets_scalars_inputs_and_swap_grids(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    recipe = ROOT / "recipes" / "synth" / "ablation.toml"
+    result = run_cli("run", str(recipe), *SMALL, "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    events = EventAccumulator(str(next(tmp_path.iterdir()) / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"examples/inputs", "examples/swaps"} <= set(tags["images"])
+    assert len(events.Images("examples/swaps")) == 2, "one swap grid per evaluated epoch"
+    assert {"val/head/expression/exp/accuracy", "train/reconstruction/loss"} <= set(tags["scalars"])
