@@ -33,6 +33,21 @@ def tiny_branch(config, *, in_shape):
 @factorlab.hookimpl
 def factorlab_register_branches(register):
     register("tiny", tiny_branch, config=TinyConfig, description="flatten (test plugin)")
+
+
+def hello_command(parser):
+    parser.add_argument("who")
+
+    def handle(args):
+        print(f"hello {args.who}")
+        return 0
+
+    return handle
+
+
+@factorlab.hookimpl
+def factorlab_register_commands(register):
+    register("hello", hello_command, description="greet (test plugin)")
 '''
 
 BROKEN_IMPORT = "raise ImportError('this plugin is broken on purpose')\n"
@@ -73,7 +88,9 @@ def test_third_party_distribution_is_discovered_and_usable_from_a_recipe(tmp_pat
     site = write_plugin_distribution(tmp_path / "site", "factorlab-tiny", "factorlab_tiny", GOOD)
     infos = _plugins_json(_env(site))
     assert infos["factorlab-tiny"]["version"] == "1.0"
-    assert infos["factorlab-tiny"]["registered"] == {"branches": ["tiny"]}
+    assert infos["factorlab-tiny"]["registered"] == {"branches": ["tiny"], "commands": ["hello"]}
+    hello = run_cli("hello", "world", env=_env(site))
+    assert hello.returncode == 0 and hello.stdout.strip() == "hello world"
     recipe = tmp_path / "tiny.toml"
     text = QUICKSTART.read_text()
     section = text[text.index("[codes.exp]") : text.index("[codes.nonexp]")]
