@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from factorlab.errors import FactorlabError
 from factorlab.files import atomic_write_text
+from factorlab.metrics import stratified_halves
 from factorlab.model import Disentangler
 
 # ---------------------------------------------------------------------------------------------
@@ -374,18 +375,6 @@ def _stack(dataset, indices: Sequence[int]) -> Tensor:
     return torch.from_numpy(array).permute(0, 3, 1, 2).float().div(255.0)
 
 
-def _halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices into (fit, score) halves class by class (every identity is in both halves)."""
-    rng = np.random.default_rng(seed)
-    fit, score = [], []
-    for value in np.unique(labels):
-        index = rng.permutation(np.flatnonzero(labels == value))
-        cut = (len(index) + 1) // 2
-        fit.append(index[:cut])
-        score.append(index[cut:])
-    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(score))
-
-
 def _image_scores(answer: Tensor, truth: Tensor) -> dict[str, float]:
     return {"psnr": float(psnr(answer, truth).mean()), "ssim": float(ssim(answer, truth).mean())}
 
@@ -436,7 +425,7 @@ def score_swaps(
     judged = list(dict.fromkeys(link.factor for link in model.net.head_links))
     labels = {factor: np.asarray(dataset.labels(factor)) for factor in judged}
     # halves stratified on the factor with the most classes (identity, when judged): each class in both halves
-    fit, score = _halves(max(labels.values(), key=lambda v: len(np.unique(v))), seed)
+    fit, score = stratified_halves(max(labels.values(), key=lambda v: len(np.unique(v))), seed)
     num_classes = {factor: len(dataset.classes[factor]) for factor in judged}
 
     # the judge, fitted on true images of the fit half; its accuracy on the score half is the ceiling
