@@ -177,7 +177,7 @@ def test_two_process_ddp_matches_single_process(tmp_path: Path) -> None:
             "-m",
             "torch.distributed.run",
             "--nproc_per_node=2",
-            "--master_port=29517",
+            "--standalone",  # a free port on localhost
             "-m",
             "factorlab",
             "run",
