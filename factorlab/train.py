@@ -157,7 +157,6 @@ class Trainer:
     total_steps: int = 1
 
     def __post_init__(self) -> None:
-
         recipe = self.recipe
         resolve_auto(recipe.run, self.device)
         self.model.to(self.device)
