@@ -152,6 +152,10 @@ def prepare(
 
     `on_progress(images_done, images_total)` is called as shards finish (images_done counts resumed shards too).
     """
+    if shard_size < 1:
+        raise RecipeError(f"--shard-size {shard_size}: give 1 or more images per shard")
+    if not 16 <= image_size <= 1024:
+        raise RecipeError(f"--image-size {image_size}: give a side between 16 and 1024 pixels")
     start = time.perf_counter()
     out = Path(out)
     config = config.model_copy(update={"root": Path(config.root).resolve()})
@@ -170,7 +174,7 @@ def prepare(
     else:
         write_json(out / "plan.json", plan)
 
-    for stale in (out / "shards").glob(".*.tmp-*"):
+    for stale in (out / "shards").glob(".*.tmp"):
         stale.unlink()  # half-written files of a killed run; their shards are redone below
     samples = scan.samples
     n_shards = (len(samples) + shard_size - 1) // shard_size

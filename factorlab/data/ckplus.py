@@ -109,7 +109,10 @@ def subject_folds(subjects: list[str], folds: int, seed: int) -> dict[str, int]:
 
 def select(config: CKPlusConfig, table: Table, split: str) -> np.ndarray:
     """Subject-independent folds: test = `fold`, val = the next fold, train = the others."""
-    fold_of = subject_folds(sorted(set(table.groups.tolist())), config.folds, config.seed)
+    # every listed subject (a cache keeps them all, even one whose frames prepare skipped), so the
+    # folds from a cache are the folds from the files
+    subjects = sorted(set(table.classes.get("identity", [])) | set(table.groups.tolist()))
+    fold_of = subject_folds(subjects, config.folds, config.seed)
     folds = np.array([fold_of[g] for g in table.groups], dtype=np.int64)
     test, val = config.fold, (config.fold + 1) % config.folds if config.val_fold else -1
     if split == "test":

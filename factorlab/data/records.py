@@ -335,6 +335,27 @@ class RecordDataset(FactorDataset):
         ]
 
 
+# options that only choose a split from the cached samples, or say where things are
+SPLIT_ONLY = frozenset(
+    {"root", "cache", "on_error", "val_fraction", "test_fraction", "seed", "folds", "fold", "val_fold"}
+)
+
+
+def check_cache_options(prepared: dict, config: SourceConfig, path: Path) -> None:
+    """A DataError when the recipe asks for samples other than those the cache was prepared with."""
+    wanted = config.model_dump(mode="json")
+    differ = [
+        f"{key} = {prepared[key]!r} in the cache, {wanted[key]!r} in the recipe"
+        for key in sorted(set(prepared) & set(wanted) - SPLIT_ONLY)
+        if prepared[key] != wanted[key]
+    ]
+    if differ:
+        raise DataError(
+            f"cache {path} was prepared with other options: {'; '.join(differ)}. Use the cache's values, or "
+            "prepare another cache with yours: factorlab prepare DATASET --root R --out OTHER key=value ..."
+        )
+
+
 def build_dataset(
     source: Source, config: SourceConfig, *, split: str, image_size: int, factors: dict[str, Factor]
 ) -> RecordDataset:
@@ -345,6 +366,7 @@ def build_dataset(
     check_split(split, source.name)
     if config.cache is not None:
         cache = open_cache(config.cache, dataset=source.name, image_size=image_size)
+        check_cache_options(cache.index.get("config", {}), config, config.cache)
         indices = source.select(config, cache.table, split)
         return RecordDataset(
             source.name,

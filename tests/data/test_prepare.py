@@ -122,7 +122,7 @@ def test_resume_after_an_interruption_gives_the_same_bytes(messy_affectnet, tmp_
     assert len(list((out / "shards").glob("*.npy"))) == 3 and not (out / "index.json").exists()
     with pytest.raises(DataError, match="incomplete .*rerun the same command to resume"):
         open_cache(out, dataset="affectnet", image_size=32)
-    (out / "shards" / ".00003.npy.tmp-99999").write_bytes(b"half a shard")  # what a kill mid-write leaves
+    (out / "shards" / ".00003.npy.k1ll3d.tmp").write_bytes(b"half a shard")  # what a kill mid-write leaves
 
     progress = []
     prepare(
@@ -250,3 +250,22 @@ def test_grayscale_frames_are_cached_as_rgb(tmp_path):
     image = open_cache(out, dataset="imagefolder", image_size=24).image(0)
     assert image.shape == (24, 24, 3) and label_of(image) == 2
     assert np.array_equal(image[..., 0], image[..., 1])
+
+
+def test_a_cache_prepared_with_other_options_is_refused(tmp_path):
+    root = write_ckplus(tmp_path / "ck")
+    out = tmp_path / "cache"
+    prepared = ckplus.CKPlusConfig(root=root, align="none", last_frames=3)
+    prepare(SOURCES["ckplus"], prepared, out, image_size=32, shard_size=8)
+    same = prepared.model_copy(update={"cache": out, "fold": 1})  # choosing another fold is fine
+    assert len(ckplus.build(same, split="train", image_size=32, factors={})) > 0
+    other = prepared.model_copy(update={"cache": out, "last_frames": 1})
+    with pytest.raises(DataError, match="last_frames = 3 in the cache, 1 in the recipe"):
+        ckplus.build(other, split="train", image_size=32, factors={})
+
+
+def test_prepare_refuses_a_shard_size_below_one(tmp_path):
+    root = write_ckplus(tmp_path / "ck")
+    with pytest.raises(RecipeError, match="--shard-size 0"):
+        prepare(SOURCES["ckplus"], ckplus.CKPlusConfig(root=root, align="none"), tmp_path / "c", shard_size=0)
+    assert not (tmp_path / "c").exists(), "nothing is written before the options are checked"
