@@ -27,9 +27,10 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
 
 from factorlab.errors import FactorlabError
-from factorlab.files import atomic_write_text
+from factorlab.files import atomic_write, atomic_write_text
 from factorlab.metrics import stratified_halves
 from factorlab.model import Disentangler
+from factorlab.recipe import load_recipe
 
 # ---------------------------------------------------------------------------------------------
 # Swapping
@@ -195,7 +196,8 @@ def save_swap(swap: Swap, out: Path, row_labels: Sequence[str] | None = None) ->
     """Write the grid to `out` and every image to the folder `out` without its suffix; returns the paths."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    swap_grid(swap, row_labels).save(out)
+    grid = swap_grid(swap, row_labels)
+    atomic_write(out, lambda tmp: grid.save(tmp, format="PNG"))
     folder = out.with_suffix("")
     folder.mkdir(exist_ok=True)
     written = [out]
@@ -203,7 +205,7 @@ def save_swap(swap: Swap, out: Path, row_labels: Sequence[str] | None = None) ->
     for label, _, images in swap.columns():
         for row, image in enumerate(to_uint8(images)):
             path = folder / f"pair{row}_{names[label]}.png"
-            Image.fromarray(image).save(path)
+            atomic_write(path, lambda tmp, image=image: Image.fromarray(image).save(tmp, format="PNG"))
             written.append(path)
     return written
 
@@ -474,25 +476,39 @@ def score_swaps(
 
 
 def evaluate_swaps(
-    rundir: Path, *, split: str = "test", codes: Sequence[str] | None = None, pairs: int = 500, seed: int = 0
+    rundir: Path,
+    *,
+    split: str = "test",
+    codes: Sequence[str] | None = None,
+    pairs: int = 500,
+    seed: int = 0,
+    checkpoint: str = "best",
+    model: Disentangler | None = None,
 ) -> dict:
-    """Load a run, score its swaps on `split` and write `swap_scores.json` into the run folder."""
+    """Score a run's swaps on `split` and write `swap_scores.json` into the run folder."""
     from factorlab.data.loading import build_dataset
 
-    recipe, model = load_decoder_run(rundir)
-    names = tuple(codes) if codes else default_codes(model)
-    dataset = build_dataset(recipe, split, model.factors)
-    result = {"split": split, **score_swaps(model, dataset, names, pairs=pairs, seed=seed)}
+    recipe, loaded = (
+        load_decoder_run(rundir, checkpoint) if model is None else (load_recipe(Path(rundir) / "recipe.toml"), model)
+    )
+    names = tuple(codes) if codes else default_codes(loaded)
+    dataset = build_dataset(recipe, split, loaded.factors)
+    result = {"split": split, **score_swaps(loaded, dataset, names, pairs=pairs, seed=seed)}
     atomic_write_text(Path(rundir) / "swap_scores.json", json.dumps(result, indent=2))
     return result
 
 
-def load_decoder_run(rundir: Path):
+def load_decoder_run(rundir: Path, checkpoint: str = "best"):
     """(recipe, model) of a run that has a decoder; a clear error for a missing run or one without a decoder."""
-    from factorlab.recipe import load_recipe
     from factorlab.rundir import check_run_dir, load_run
 
     rundir = check_run_dir(rundir)
+    check_decoder(load_recipe(rundir / "recipe.toml"), rundir)
+    return load_run(rundir, checkpoint)
+
+
+def check_decoder(recipe, rundir: Path) -> None:
+    """A clear error when the run's recipe trains no decoder."""
     recipe = load_recipe(rundir / "recipe.toml")
     if not recipe.uses_decoder:
         why = "has no [decoder] section" if recipe.decoder is None else f"has loss.beta_rec = {recipe.loss.beta_rec}"
@@ -500,7 +516,6 @@ def load_decoder_run(rundir: Path):
             f"run {rundir} {why}, so it has no trained decoder and cannot synthesise images; train a recipe with a "
             "decoder and loss.beta_rec > 0, e.g. factorlab run recipes/synth/identity-swap.toml"
         )
-    return load_run(rundir)
 
 
 def format_scores(result: dict) -> str:

@@ -286,6 +286,8 @@ def verify_manifest(path: Path) -> dict[str, Any] | None:
         manifest = json.loads(manifest_file.read_text())
     except (OSError, ValueError) as exc:
         raise WeightsError(f"{manifest_file}: unreadable manifest ({exc}); fetch the weights again") from exc
+    if not isinstance(manifest, dict) or "sha256" not in manifest:
+        return None  # some other JSON file beside a user's weights, not a factorlab manifest
     size, digest = path.stat().st_size, sha256_file(path)
     if size != manifest.get("size") or digest != manifest.get("sha256"):
         raise WeightsError(
@@ -623,8 +625,9 @@ def describe(name: str) -> dict[str, Any]:
         "description": ws.description,
     }
     if present:
-        manifest = manifest_path(path)
-        recorded = json.loads(manifest.read_text()).get("sha256") if manifest.is_file() else None
         info["sha256"] = sha256_file(path)
-        info["verified"] = None if recorded is None else recorded == info["sha256"]
+        try:
+            info["verified"] = None if verify_manifest(path) is None else True
+        except WeightsError:
+            info["verified"] = False
     return info

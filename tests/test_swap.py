@@ -309,3 +309,9 @@ def test_eval_swap_writes_swap_scores(trained_run: Path) -> None:
     assert scores["split"] == "test" and scores["pairs"] == 4
     assert set(scores["accuracy"]) == {"swap", "reconstruction", "x1", "x2", "truth"}
     assert "PSNR" in result.stdout
+
+
+def test_swap_out_must_be_an_image_file_name(trained_run: Path, tmp_path: Path) -> None:
+    result = run_cli("swap", "--run", str(trained_run), "test:0", "test:1", "--out", str(tmp_path / "grid"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "give an image file name such as swap.png" in " ".join(result.stderr.split())

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from factorlab import report
 from factorlab.errors import FactorlabError
+from factorlab.files import atomic_write_text
 
 console = Console(highlight=False)
 Handler = Callable[[argparse.Namespace], int]
@@ -66,6 +67,13 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
     def handle(args: argparse.Namespace) -> int:
         from factorlab.evaluate import evaluate_run, head_table, similarity_summary_table
 
+        if args.swap:  # a run that cannot be swap-scored fails now, not after the evaluation
+            from factorlab.recipe import load_recipe
+            from factorlab.rundir import check_run_dir
+            from factorlab.swap import check_decoder
+
+            check_decoder(load_recipe(check_run_dir(args.rundir) / "recipe.toml"), args.rundir)
+
         result = evaluate_run(
             args.rundir,
             split=args.split,
@@ -91,7 +99,10 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
         if args.swap:
             from factorlab.swap import evaluate_swaps, format_scores
 
-            console.print(format_scores(evaluate_swaps(args.rundir, split=args.split, pairs=args.swap, seed=args.seed)))
+            scores = evaluate_swaps(
+                args.rundir, split=args.split, pairs=args.swap, seed=args.seed, checkpoint=args.checkpoint
+            )
+            console.print(format_scores(scores))
         console.print(
             f"wrote {args.rundir / 'eval.json'}, {args.rundir / 'report.md'}, {args.rundir / 'report.html'} "
             f"and plots/ ({result['wall_time_s']:.1f} s)"
@@ -246,7 +257,7 @@ def compare_command(parser: argparse.ArgumentParser) -> Handler:
         if args.out:
             text = "\n\n".join(f"**{t.caption}**\n\n{report.markdown_table(t.headers, t.rows)}" for t in tables)
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(text + "\n", encoding="utf-8")
+            atomic_write_text(args.out, text + "\n")
             console.print(f"wrote {args.out}")
         return 0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 
@@ -95,7 +94,7 @@ def swap_command(parser: argparse.ArgumentParser):
     )
     parser.add_argument("--out", type=Path, default=Path("swap.png"), help="grid PNG to write (default swap.png)")
     parser.add_argument(
-        "--codes", help="comma-separated codes to swap (default: the code with the expression head, e.g. exp)"
+        "--codes", help="comma-separated codes to swap (default: the code the first [[heads]] entry reads, e.g. exp)"
     )
     parser.add_argument("--pairs", type=int, metavar="N", help="N random pairs from --split (grid), or pairs to score")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="split of random pairs")
@@ -110,7 +109,6 @@ def swap_command(parser: argparse.ArgumentParser):
     def handle(args: argparse.Namespace) -> int:
         from factorlab import swap
         from factorlab.data.loading import build_dataset
-        from factorlab.rundir import load_run
 
         if args.pairs is not None and args.pairs < 1:
             raise FactorlabError(f"--pairs {args.pairs}: give a positive number of pairs")
@@ -122,8 +120,9 @@ def swap_command(parser: argparse.ArgumentParser):
             raise FactorlabError(
                 "give two images (files or indices like test:12), --pairs N for random pairs, or --score"
             )
-        swap.load_decoder_run(args.run)  # clear errors (missing run, no decoder) before the weights are read
-        recipe, model = load_run(args.run, args.checkpoint)
+        if args.out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+            raise FactorlabError(f"--out {args.out}: give an image file name such as swap.png")
+        recipe, model = swap.load_decoder_run(args.run, args.checkpoint)  # clear errors: missing run, no decoder
         names = (
             tuple(c.strip() for c in args.codes.split(",") if c.strip()) if args.codes else swap.default_codes(model)
         )
@@ -131,14 +130,11 @@ def swap_command(parser: argparse.ArgumentParser):
 
         if args.score:
             dataset = build_dataset(recipe, args.split, model.factors)
-            result = {
-                "split": args.split,
-                **swap.score_swaps(model, dataset, names, pairs=args.pairs or 500, seed=args.seed),
-            }
-            path = args.run / "swap_scores.json"
-            path.write_text(json.dumps(result, indent=2))
+            result = swap.evaluate_swaps(
+                args.run, split=args.split, codes=names, pairs=args.pairs or 500, seed=args.seed, model=model
+            )
             console.print(swap.format_scores(result))
-            console.print(f"wrote {path}")
+            console.print(f"wrote {args.run / 'swap_scores.json'}")
             if not args.images:
                 return 0
 

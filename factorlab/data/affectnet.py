@@ -7,6 +7,7 @@ they are dropped and counted.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Literal
 
@@ -96,7 +97,7 @@ def expression_id(text: str, where: str, problems: Problems, dropped: Counter) -
     except ValueError:
         problems(where, f"expression {text!r} is not a number")
         return None
-    if value != int(value) or not 0 <= value <= 10:
+    if not math.isfinite(value) or value != int(value) or not 0 <= value <= 10:
         problems(where, f"expression {text} is out of range: AffectNet ids are 0-10")
         return None
     if int(value) in NOT_EXPRESSIONS:

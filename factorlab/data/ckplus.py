@@ -7,6 +7,7 @@ the next one the validation fold (when `val_fold`), and the rest is training. No
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -95,7 +96,7 @@ def emotion_code(text: str, where: str, problems: Problems) -> int | None:
     except ValueError:
         problems(where, f"label {text.strip()!r} is not a number such as 3.0000000e+00")
         return None
-    if value != int(value) or int(value) not in EMOTIONS:
+    if not math.isfinite(value) or value != int(value) or int(value) not in EMOTIONS:
         problems(where, f"label {value:g} is out of range: CK+ emotion codes are 0-7")
         return None
     return int(value)
