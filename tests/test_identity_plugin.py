@@ -9,13 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import factorlab
 import factorlab_identity
 from factorlab.errors import FactorlabError
+from factorlab.model import build_model
 from factorlab.plugins import get_host
+from factorlab.recipe import load_recipe
 from factorlab.testing import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +31,7 @@ def test_identity_plugin_is_registered_through_its_entry_point() -> None:
     assert points["identity"].load() is factorlab_identity
     info = next(info for info in get_host().plugins if info.name == "identity")
     assert info.status == "loaded" and info.module == "factorlab_identity"
-    assert info.registered == {"factors": ["identity"], "metrics": ["identity_verification"]}
+    assert info.registered == {"heads": ["cosine"], "factors": ["identity"], "metrics": ["identity_verification"]}
     factor = get_host().get("factors", "identity").factory(factorlab_identity.IdentityConfig())
     assert factor.name == "identity" and factor.classes is None  # classes come from the data set
 
@@ -102,3 +105,19 @@ def test_verification_metric_separates_an_identity_code_from_a_random_one() -> N
     assert 0.4 < result["identity_verification/exp/auc"] < 0.6
     with pytest.raises(FactorlabError, match="needs identity labels"):
         entry.factory(entry.config())(codes, {"expression": identity})
+
+
+def test_cosine_head_scores_by_angle_and_trains_in_a_recipe() -> None:
+    head = (
+        get_host()
+        .get("heads", "cosine")
+        .factory(factorlab_identity.CosineHeadConfig(scale=10.0), in_features=4, num_classes=3)
+    )
+    code = torch.randn(5, 4)
+    logits = head(code)
+    assert logits.shape == (5, 3)
+    torch.testing.assert_close(head(code * 7.0), logits)  # only the direction of a code matters
+    assert logits.abs().max() <= 10.0 + 1e-5
+    recipe = load_recipe(RECIPE, ["heads.1.type=cosine", "heads.1.scale=8"])
+    model = build_model(recipe, classes={"expression": list("abcdefgh"), "identity": [f"id{i}" for i in range(5)]})
+    assert type(model.net.heads["identity_from_nonexp"]).__name__ == "CosineHead"

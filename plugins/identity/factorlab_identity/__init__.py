@@ -11,8 +11,11 @@ the disentanglement:
     [[heads]]        factor = "identity", code = "nonexp", type = "linear"    # identity is read from nonexp
     [[adversaries]]  factor = "identity", code = "exp",    type = "uniform"   # eq. 2 with identity labels
 
-No identity-specific head or adversary is needed: the linear head and the uniform adversary take any
-number of classes. What identity does need is a metric that still means something when the test
+The linear head and the uniform adversary take any number of classes, so they serve identity as they
+are; the paper's identity adversary (eq. 2 with identity labels) is exactly the `uniform` adversary
+with `factor = "identity"`. For the identity code this plugin adds the head face recognition uses, a
+`cosine` classifier (normalised code and class weights, a learned scale), so that codes of one person
+point the same way and `identity_verification` can compare them by cosine. What identity does need is a metric that still means something when the test
 subjects are not the training subjects (CK+ folds and SynthFaces splits are subject-disjoint, so an
 identity *classifier* cannot be scored on them): verification, i.e. do two codes of the same person
 lie closer than codes of two different people.
@@ -23,7 +26,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
 
 import factorlab
 from factorlab import Factor, FactorlabError
@@ -116,6 +121,42 @@ def factorlab_register_factors(register):
         identity_factor,
         config=IdentityConfig,
         description="identity of the person (classes from the data set)",
+    )
+
+
+class CosineHeadConfig(BaseModel):
+    """Options of the `cosine` head."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scale: float = Field(16.0, gt=0.0, description="Initial scale of the cosines (learned; normalised softmax).")
+
+
+class CosineHead(nn.Module):
+    """logits = scale * cos(code, class weight): the normalised-softmax classifier of face recognition."""
+
+    def __init__(self, in_features: int, num_classes: int, scale: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_classes, in_features) / in_features**0.5)
+        self.log_scale = nn.Parameter(torch.tensor(float(np.log(scale))))
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        cosine = nn.functional.normalize(code.flatten(1), dim=1) @ nn.functional.normalize(self.weight, dim=1).T
+        return self.log_scale.exp() * cosine
+
+
+def cosine_head(config: CosineHeadConfig, *, in_features: int, num_classes: int) -> CosineHead:
+    """A cosine (normalised-softmax) classifier, for identity codes."""
+    return CosineHead(in_features, num_classes, config.scale)
+
+
+@factorlab.hookimpl
+def factorlab_register_heads(register):
+    register(
+        "cosine",
+        cosine_head,
+        config=CosineHeadConfig,
+        description="normalised-softmax classifier (cosine x learned scale), the usual head of an identity code",
     )
 
 
