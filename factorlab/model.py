@@ -67,7 +67,7 @@ class Network(nn.Module):
         logits = {link.key: self.heads[link.key](codes[link.code].flatten(1)) for link in self.head_links}
         out: dict = {"codes": codes, "logits": logits}
         if self.decoder is not None:
-            out["reconstruction"] = self.decoder(concat_codes(codes, list(self.branches)))
+            out["reconstruction"] = self.decode(codes)
         return out
 
 

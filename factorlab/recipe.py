@@ -398,7 +398,7 @@ def resolve_parts(recipe: Recipe, context: ErrorContext | None = None) -> None:
             )
         )
 
-    for factor in sorted(set(recipe.factor_names()) | set(recipe.factors)):
+    for factor in sorted(set(factor_names) | set(recipe.factors)):
         section = recipe.factors.get(factor) or FactorSection()
         if factor not in recipe.factors:
             recipe.factors[factor] = section

@@ -405,12 +405,7 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
     """Train a recipe into a run folder and return it."""
     from factorlab.progress import Reporter
 
-    device_type = (
-        "cuda"
-        if recipe.run.device.startswith("cuda") or (recipe.run.device == "auto" and torch.cuda.is_available())
-        else "cpu"
-    )
-    dist_info = init_distributed(device_type)
+    dist_info = init_distributed(resolve_device(recipe.run.device).type)
     device = resolve_device(recipe.run.device, dist_info.local_rank, dist_info.active)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -476,6 +471,7 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
     reporter = Reporter(rundir, enabled=dist_info.main, total_epochs=recipe.run.epochs, steps_per_epoch=steps_per_epoch)
     started = time.perf_counter()
     images_seen, train_time = 0, 0.0
+    last_val = None  # the final epoch's val metrics: the model the summary describes
     try:
         for epoch in range(start_epoch, recipe.run.epochs):
             order = epoch_order(
@@ -514,38 +510,35 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
                 )
                 for key, value in stats.items():
                     _add(sums, key, value * n if key.endswith("/loss") else value)
-                if (i + 1) % recipe.run.log_every == 0 or i + 1 == steps_per_epoch:
+                if (i + 1) % recipe.run.log_every == 0 or i + 1 == steps_per_epoch:  # the last step always logs
                     _check_finite(first_bad, sums, rundir)
-                    running = _finish(sums, seen, all_ranks=dist_info.active)
-                    reporter.step(i + 1, running, seen * dist_info.world / (time.perf_counter() - epoch_start))
-            _check_finite(first_bad, sums, rundir)
+                    train_metrics = _finish(sums, seen, all_ranks=dist_info.active)
+                    reporter.step(i + 1, train_metrics, seen * dist_info.world / (time.perf_counter() - epoch_start))
             train_time += time.perf_counter() - epoch_start
             images_seen += seen * dist_info.world
-            train_metrics = _finish(sums, seen, all_ranks=dist_info.active)
             record = {"epoch": epoch, "split": "train", **train_metrics}
             if dist_info.main:
                 reporter.log(record)
                 val_metrics = {}
                 if (epoch + 1) % recipe.run.eval_every == 0 or epoch + 1 == recipe.run.epochs:
-                    val_metrics = evaluate(model, val_set, recipe, device)
+                    val_metrics = last_val = evaluate(model, val_set, recipe, device)
                     reporter.log({"epoch": epoch, "split": "val", **val_metrics})
                     if reporter.writer is not None:
                         log_images(reporter, model, val_set, epoch, device)
                 score = -math.inf  # epochs without evaluation never replace best.pt
                 if best_key in val_metrics:
                     score = -val_metrics[best_key] if best_key.endswith("/loss") else val_metrics[best_key]
+                improved, best = score > best, max(best, score)
                 state = {
                     "trainer": trainer.state_dict(),
                     "main_sched": main_sched.state_dict(),
                     "adv_sched": adv_sched.state_dict() if adv_sched else None,
                     "epoch": epoch,
-                    "best": max(best, score),
+                    "best": best,
                     "rng": _rng_state(),
                     "classes": model.classes,
-                    "recipe": recipe.to_dict(),
                 }
-                if score > best:
-                    best = score
+                if improved:
                     _save_checkpoint(
                         {
                             "model": state["trainer"]["model"],
@@ -579,7 +572,7 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
             "world_size": dist_info.world,
             "max_weight_difference_across_ranks": rank_gap,
         }
-        summary["splits"]["val"] = evaluate(model, val_set, recipe, device)
+        summary["splits"]["val"] = last_val if last_val is not None else evaluate(model, val_set, recipe, device)
         summary["splits"]["test"] = evaluate(model, test_set, recipe, device)
         atomic_write_text(rundir / "summary.json", json.dumps(summary, indent=2))
         reporter.finish(summary)
@@ -644,9 +637,9 @@ def _check_finite(first_bad: torch.Tensor, sums: dict[str, torch.Tensor], rundir
 
 def resume_run(rundir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Path:
     """Continue a run from its last checkpoint, in the same run folder."""
-    rundir = Path(rundir)
-    if not (rundir / "recipe.toml").is_file():
-        raise FactorlabError(f"{rundir} is not a run folder (no recipe.toml); pass the folder `factorlab run` printed")
+    from factorlab.rundir import check_run_dir
+
+    rundir = check_run_dir(rundir)
     state = load_checkpoint(rundir / CHECKPOINTS / "last.pt")
     recipe = load_recipe(rundir / "recipe.toml", overrides)
     metrics = rundir / "metrics.jsonl"
