@@ -81,7 +81,7 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
-def _collect(manager: pluggy.PluginManager, plugin: Any, name: str) -> list[tuple[str, tuple, dict]]:
+def _collect(manager: pluggy.PluginManager, plugin: Any) -> list[tuple[str, tuple, dict]]:
     """Call one plugin's register hooks, staging what it registers."""
     staged: list[tuple[str, tuple, dict]] = []
     for kind in hookspecs.KINDS:
@@ -93,7 +93,7 @@ def _collect(manager: pluggy.PluginManager, plugin: Any, name: str) -> list[tupl
             def register(*args: Any, _kind: str = kind, **kwargs: Any) -> None:
                 staged.append((_kind, args, kwargs))
 
-            impl.function(*[{"register": register}[arg] for arg in impl.argnames])
+            impl.function(**{arg: register for arg in impl.argnames})  # every hook takes only `register`
     return staged
 
 
@@ -133,7 +133,7 @@ def load_plugins(extra: dict[str, Any] | None = None, *, entry_points: bool = Tr
             info.status, info.error = "failed", f"invalid hook: {exc}"
             continue
         try:
-            staged = _collect(manager, plugin, name)
+            staged = _collect(manager, plugin)
             scratch = {kind: Registry(kind) for kind in hookspecs.KINDS}
             for kind, args, kwargs in staged:  # bad arguments fail this plugin alone, before anything is committed
                 scratch[kind].add(*args, plugin=name, **kwargs)

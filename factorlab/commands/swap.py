@@ -129,7 +129,6 @@ def swap_command(parser: argparse.ArgumentParser):
         names = swap.check_swappable(model, names)
 
         if args.score:
-            dataset = build_dataset(recipe, args.split, model.factors)
             result = swap.evaluate_swaps(
                 args.run, split=args.split, codes=names, pairs=args.pairs or 500, seed=args.seed, model=model
             )

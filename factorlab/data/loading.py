@@ -29,17 +29,6 @@ def build_dataset(recipe, split: str, factors: dict[str, Factor]) -> FactorDatas
     return dataset
 
 
-class _Ordered(torch.utils.data.Sampler):
-    def __init__(self, order: np.ndarray) -> None:
-        self.order = order
-
-    def __iter__(self):
-        return iter(self.order.tolist())
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-
 def make_loader(
     dataset: Dataset, order: np.ndarray, batch_size: int, *, num_workers: int = 0, pin_memory: bool = False
 ) -> DataLoader:
@@ -47,7 +36,7 @@ def make_loader(
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=_Ordered(order),
+        sampler=order.tolist(),  # any sized iterable of indices is a sampler
         num_workers=num_workers,
         pin_memory=pin_memory,
         drop_last=True,
