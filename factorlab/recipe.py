@@ -493,31 +493,26 @@ def _toml_error(where: str, exc: tomllib.TOMLDecodeError) -> str:
 
 def _find_line(lines: list[str], loc: tuple) -> int | None:
     """Best effort: the 1-based line where the key `loc` is written in the TOML text."""
-    tables = [p for p in loc if isinstance(p, str)]
-    best: int | None = None
-    # Try the longest table prefix that appears as a header, then the key below it.
+    # The longest table prefix that appears as a header, then the key below it (else the header).
     for cut in range(len(loc), 0, -1):
-        head, rest = loc[:cut], loc[cut:]
-        header_line = _find_header(lines, head)
+        header_line = _find_header(lines, loc[:cut])
         if header_line is None:
             continue
-        best = header_line
-        if rest:
-            key = str(rest[0])
+        if cut < len(loc):
+            key = str(loc[cut])
             for i in range(header_line, len(lines)):
                 text = lines[i].strip()
                 if text.startswith("["):
                     break
                 if re.match(rf"{re.escape(key)}\s*[=.]", text):
                     return i + 1
-        return best
-    # Top-level key or dotted key at the top: search for `first.rest =`.
-    if tables:
-        dotted = ".".join(str(p) for p in loc if not isinstance(p, int))
-        for i, text in enumerate(lines):
-            if re.match(rf"\s*{re.escape(dotted)}\s*=", text):
-                return i + 1
-    return best
+        return header_line
+    # No header: a top-level (possibly dotted) key such as `run.epochs = 3`.
+    dotted = ".".join(str(p) for p in loc if not isinstance(p, int))
+    for i, text in enumerate(lines):
+        if re.match(rf"\s*{re.escape(dotted)}\s*=", text):
+            return i + 1
+    return None
 
 
 def _find_header(lines: list[str], head: tuple) -> int | None:

@@ -72,10 +72,9 @@ class Registry:
             )
         if config is not None and not (isinstance(config, type) and issubclass(config, BaseModel)):
             raise PluginError(f"plugin {plugin!r}: config of {self.singular} {name!r} must be a pydantic model class")
-        doc = description or (factory.__doc__ or "").strip().splitlines()[0:1]
-        if isinstance(doc, list):
-            doc = doc[0] if doc else ""
-        entry = Entry(self.kind, name, factory, config or NoOptions, doc, plugin)
+        if not description:  # the first line of the factory's docstring
+            description = next(iter((factory.__doc__ or "").strip().splitlines()), "")
+        entry = Entry(self.kind, name, factory, config or NoOptions, description, plugin)
         self._entries[name] = entry
         return entry
 
