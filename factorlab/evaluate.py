@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from factorlab import metrics, plots, report
+from factorlab.data.loading import dataset_images
 from factorlab.errors import FactorlabError
 from factorlab.files import atomic_write_text
 
@@ -155,8 +156,7 @@ def _swap_grid(model, dataset, encoded: Encoded, path: Path, seed: int) -> tuple
         pairs = swap.random_pairs(encoded.labels, SWAP_PAIRS, seed=seed)  # positions in the encoded sample
     except FactorlabError as err:  # e.g. a split too small for pairs that differ in every factor
         return None, str(err)
-    images = np.stack([dataset.image(int(encoded.indices[k])) for k in pairs.reshape(-1)])
-    batch = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).to(model_device(model))
+    batch = dataset_images(dataset, encoded.indices[pairs.reshape(-1)]).to(model_device(model))
 
     def describe(k: int) -> str:
         return " ".join(encoded.classes[f][encoded.labels[f][k]] for f in encoded.labels)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
 
+from factorlab.data.loading import dataset_images, to_float_images
 from factorlab.errors import FactorlabError
 from factorlab.files import atomic_write, atomic_write_text
 from factorlab.metrics import stratified_halves
@@ -371,12 +372,6 @@ def train_judge(
 # Scoring on a data set that can render the true swap
 
 
-def _stack(dataset, indices: Sequence[int]) -> Tensor:
-    """uint8 images of a data set -> float (N, 3, H, W) in [0, 1]."""
-    array = np.stack([dataset.image(int(i)) for i in indices])
-    return torch.from_numpy(array).permute(0, 3, 1, 2).float().div(255.0)
-
-
 def _image_scores(answer: Tensor, truth: Tensor) -> dict[str, float]:
     return {"psnr": float(psnr(answer, truth).mean()), "ssim": float(ssim(answer, truth).mean())}
 
@@ -390,7 +385,9 @@ def _decode_pairs(model: Disentangler, dataset, pairs: np.ndarray, names: Sequen
     parts: list[Swap] = []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
-        parts.append(synthesize(model, _stack(dataset, chunk[:, 0]), _stack(dataset, chunk[:, 1]), names))
+        parts.append(
+            synthesize(model, dataset_images(dataset, chunk[:, 0]), dataset_images(dataset, chunk[:, 1]), names)
+        )
     return Swap(*(torch.cat([getattr(p, f).cpu() for p in parts]) for f in ("x1", "x2", "rec1", "rec2", "swap1", "swap2")), tuple(names))  # fmt: skip
 
 
@@ -433,20 +430,19 @@ def score_swaps(
     # the judge, fitted on true images of the fit half; its accuracy on the score half is the ceiling
     if judge is None:
         judge = train_judge(
-            _stack(dataset, fit), {f: v[fit] for f, v in labels.items()}, num_classes, epochs=judge_epochs, seed=seed
+            dataset_images(dataset, fit),
+            {f: v[fit] for f, v in labels.items()},
+            num_classes,
+            epochs=judge_epochs,
+            seed=seed,
         )
-    held_out = _accuracies(judge.predict(_stack(dataset, score)), {f: v[score] for f, v in labels.items()})
+    held_out = _accuracies(judge.predict(dataset_images(dataset, score)), {f: v[score] for f, v in labels.items()})
 
     pair_index = random_pairs({f: v[score] for f, v in labels.items()}, pairs, seed=seed)
     pair_index = score[pair_index]
     swap = _decode_pairs(model, dataset, pair_index, names)
     both = np.concatenate([pair_index, pair_index[:, ::-1]])  # (kept, giver): X1'' rows, then X2'' rows
-    truth = (
-        torch.from_numpy(np.stack([dataset.render_with(int(i), int(j), factors=tuple(moved)) for i, j in both]))
-        .permute(0, 3, 1, 2)
-        .float()
-        .div(255.0)
-    )
+    truth = to_float_images([dataset.render_with(int(i), int(j), factors=tuple(moved)) for i, j in both])
     expected = {f: v[both[:, 1]] if f in moved else v[both[:, 0]] for f, v in labels.items()}
     answers = {
         "swap": torch.cat([swap.swap1, swap.swap2]),

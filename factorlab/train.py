@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from factorlab import losses
-from factorlab.data.loading import build_dataset, eval_loader, make_loader, to_device
+from factorlab.data.loading import build_dataset, dataset_images, eval_loader, make_loader, to_device
 from factorlab.data.sampling import FaceAugment, epoch_order
 from factorlab.errors import DataError, FactorlabError
 from factorlab.files import atomic_write, atomic_write_text
@@ -586,8 +586,7 @@ def log_images(reporter, model: Disentangler, dataset, epoch: int, device: torch
     """TensorBoard pictures: example inputs once, and with a decoder the swap grid of the paper's Fig. 2."""
     from torchvision.utils import make_grid
 
-    images = torch.stack([torch.from_numpy(dataset.image(i)) for i in range(min(2 * count, len(dataset)))])
-    images = images.permute(0, 3, 1, 2).float().div(255)
+    images = dataset_images(dataset, range(min(2 * count, len(dataset))))
     if reporter.first_images:
         reporter.add_image("examples/inputs", make_grid(images, nrow=count), epoch)
         reporter.first_images = False

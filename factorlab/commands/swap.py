@@ -42,7 +42,7 @@ def read_photo(path: Path) -> np.ndarray:
 def load_inputs(specs: list[str], recipe, model, *, align: bool) -> tuple[torch.Tensor, list[str]]:
     """Images for `specs` (files, or `split:index` of the run's data set) as (N, 3, S, S) in [0, 1], and labels."""
     from factorlab.data.align import FaceCropper, center_crop
-    from factorlab.data.loading import build_dataset
+    from factorlab.data.loading import build_dataset, to_float_images
 
     size = recipe.data.image_size
     images: list[np.ndarray | None] = [None] * len(specs)
@@ -82,7 +82,7 @@ def load_inputs(specs: list[str], recipe, model, *, align: bool) -> tuple[torch.
         else:
             for k, photo in photos.items():
                 images[k] = center_crop(photo, size)
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255.0)
+    batch = to_float_images(images)
     return batch, labels
 
 

@@ -29,6 +29,16 @@ def build_dataset(recipe, split: str, factors: dict[str, Factor]) -> FactorDatas
     return dataset
 
 
+def to_float_images(images) -> torch.Tensor:
+    """uint8 images (N, H, W, 3), an array or a list of them -> float (N, 3, H, W) in [0, 1], as encoders take."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255.0)
+
+
+def dataset_images(dataset: FactorDataset, indices) -> torch.Tensor:
+    """The images of `indices` of a data set as float (N, 3, H, W) in [0, 1]."""
+    return to_float_images([dataset.image(int(i)) for i in indices])
+
+
 def make_loader(
     dataset: Dataset, order: np.ndarray, batch_size: int, *, num_workers: int = 0, pin_memory: bool = False
 ) -> DataLoader:
