@@ -69,3 +69,16 @@ def test_debug_shows_the_traceback_wherever_it_is_written() -> None:
     for args in (("--debug", "validate", "missing.toml"), ("validate", "missing.toml", "--debug")):
         result = run_cli(*args)
         assert result.returncode == 2 and "Traceback" in result.stderr, args
+
+
+def test_data_preview_writes_the_synthfaces_grid(tmp_path: Path) -> None:
+    out = tmp_path / "grid.png"
+    result = run_cli("data", "preview", "synthfaces", "identities=6", "--image-size", "32", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    from PIL import Image
+
+    grid = Image.open(out)
+    assert grid.format == "PNG" and grid.width > 8 * 32 and grid.height > 6 * 32  # 8 expressions x identities
+    assert "difficulty: Input should be less than or equal to 2" in _bad(
+        "data", "preview", "synthfaces", "difficulty=5", "--out", str(out)
+    )

@@ -10,6 +10,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from factorlab.errors import FactorlabError, RecipeError
+from factorlab.files import atomic_write
 from factorlab.recipe import ErrorContext, parse_override
 
 
@@ -50,6 +51,5 @@ def preview_dataset(name: str, options: list[str], *, image_size: int, out: Path
         dataset = entry.factory(config, split="train", image_size=image_size, factors={})
         count = min(len(dataset), 64)
         grid = image_grid([dataset.image(i) for i in range(count)], columns=8)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(out)
+    atomic_write(out, lambda tmp: Image.fromarray(grid).save(tmp, format="PNG"))
     return out
