@@ -144,14 +144,9 @@ def _curve_metrics(records: list[dict]) -> list[str]:
 
 
 def _swap_grid(model, dataset, encoded: Encoded, path: Path, seed: int) -> tuple[Path | None, str | None]:
-    """A grid of decoded code swaps on random pairs, if factorlab.swap offers it: (path, None) or (None, why not)."""
-    try:
-        from factorlab import swap
-    except ImportError:
-        return None, "factorlab.swap is not available"
-    needed = ("synthesize", "save_swap", "default_codes", "random_pairs")
-    if not all(hasattr(swap, name) for name in needed):
-        return None, "factorlab.swap lacks " + ", ".join(n for n in needed if not hasattr(swap, n))
+    """A grid of decoded code swaps on random pairs: (path, None), or (None, why not)."""
+    from factorlab import swap
+
     try:
         pairs = swap.random_pairs(encoded.labels, SWAP_PAIRS, seed=seed)  # positions in the encoded sample
     except FactorlabError as err:  # e.g. a split too small for pairs that differ in every factor
