@@ -1,17 +1,18 @@
-"""Adversaries: a classifier that must fail to read a factor from a code, and the rule that trains the encoder.
+"""Adversaries: a part that must fail to read a factor from a code, and owns how it is trained and used.
 
-The trainer uses an adversary in two steps:
-1. adversary step: `adversary_loss(adversary(code.detach()), target)` (L_adv_exp) updates only the adversary;
+The trainer orchestrates two steps per batch and leaves both losses to the adversary:
+1. adversary step: `adversary.adversary_loss(code.detach(), target)` updates only the adversaries'
+   parameters (default: cross-entropy of `forward(code)` to the labels, the paper's L_adv_exp; an
+   adversary with nothing to train, e.g. an independence penalty, returns None);
 2. main step: `adversary.encoder_loss(code, target, progress)` is added to the encoder's objective while
-   the adversary's parameters are frozen; its gradient flows through the classifier into the code.
+   every adversary's parameters are frozen; its gradient flows through the adversary into the code.
+`logits(code)` gives class scores for the logged accuracy (None for an adversary with no classifier).
 
 - `uniform` (the paper, eq. 2): the encoder loss is the cross-entropy of the adversary's prediction
   against the uniform distribution (L_adv_En), minimal when the adversary is maximally unsure.
 - `grl` (DANN, Ganin et al. 2016): the encoder loss is the adversary's own cross-entropy, computed
   through a gradient reversal layer, so the code is pushed to *raise* it; the reversal weight ramps up
   as lambda = 2 / (1 + exp(-gamma * progress)) - 1.
-"""
-
 from __future__ import annotations
 
 import math
@@ -21,6 +22,7 @@ from torch import Tensor, autograd, nn
 
 from factorlab.heads import mlp_classifier
 from factorlab.losses import adversary_loss, uniform_confusion
+from factorlab.recipe import Size
 
 
 class _GradReverse(autograd.Function):
@@ -46,21 +48,38 @@ def dann_lambda(progress: float, gamma: float = 10.0) -> float:
 
 
 class Adversary(nn.Module):
-    """A classifier code -> logits plus the loss that trains the encoder against it.
+    """Base class of adversaries: reads a factor from a code and owns its two losses.
 
-    Subclasses implement `encoder_loss`; `forward` gives the logits used in the adversary step.
+    Contract (the host calls these; see the module docstring for when):
+    - `adversary_loss(code, target) -> Tensor | None`: the adversary step's loss over this adversary's own
+      parameters; `code` is detached. Default: cross-entropy of `self(code)` to `target`. Return None when
+      there is nothing to train (an adversary with no classifier).
+    - `encoder_loss(code, target, progress) -> Tensor`: a scalar the encoder minimises in the main step,
+      with this adversary frozen; `progress` = step / total steps in [0, 1]. Subclasses must implement it.
+    - `logits(code) -> Tensor | None`: class scores for the logged accuracy; None without a classifier.
+    `code` is flattened (B, features); `target` holds int64 class ids (B,).
     """
 
-    def __init__(self, classifier: nn.Module) -> None:
+    def __init__(self, classifier: nn.Module | None = None) -> None:
         super().__init__()
         self.classifier = classifier
 
     def forward(self, code: Tensor) -> Tensor:
+        if self.classifier is None:
+            raise RuntimeError(f"{type(self).__name__} has no classifier; use logits(code), which returns None")
         return self.classifier(code)
+
+    def logits(self, code: Tensor) -> Tensor | None:
+        """Class scores for the logged accuracy, or None for an adversary without a classifier."""
+        return None if self.classifier is None else self(code)
+
+    def adversary_loss(self, code: Tensor, target: Tensor) -> Tensor | None:
+        """The adversary step's loss (L_adv_exp: cross-entropy to the true labels); None when nothing trains."""
+        return None if self.classifier is None else adversary_loss(self(code), target)
 
     def encoder_loss(self, code: Tensor, target: Tensor, progress: float) -> Tensor:
         """The main step's loss for the encoder; `progress` = step / total_steps in [0, 1]."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement encoder_loss(code, target, progress)")
 
 
 class UniformAdversary(Adversary):
@@ -91,7 +110,7 @@ class UniformConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    hidden: list[int] = Field(
+    hidden: list[Size] = Field(
         default_factory=list, description="Hidden layer sizes of the classifier; empty = linear (the paper's C_adv)."
     )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout in the classifier.")

@@ -8,8 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from factorlab.errors import RecipeError
+from factorlab.recipe import Size
 
-Four = tuple[int, int, int, int]
+Four = tuple[Size, Size, Size, Size]
 
 
 class Conv4Config(BaseModel):
@@ -38,7 +39,7 @@ class MLPBranchConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    hidden: list[int] = Field(default_factory=lambda: [512], description="Sizes of the hidden layers.")
+    hidden: list[Size] = Field(default_factory=lambda: [512], description="Sizes of the hidden layers.")
     out_features: int = Field(256, ge=1, description="Size of the code.")
     negative_slope: float = Field(0.2, ge=0.0, description="Slope of the leaky ReLUs for negative inputs.")
 

@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from factorlab.errors import RecipeError
+from factorlab.recipe import Size
 
-Five = tuple[int, int, int, int, int]
+Five = tuple[Size, Size, Size, Size, Size]
 
 
 def concat_codes(codes: Sequence[Tensor]) -> Tensor:

@@ -21,3 +21,19 @@ class PluginError(FactorlabError):
 
 class DataError(FactorlabError):
     """A data set is missing, malformed or empty."""
+
+
+class OutputError(FactorlabError):
+    """An output location cannot be written (read-only, no permission, not a folder)."""
+
+
+class DiskFullError(OutputError):
+    """A write ran out of disk space."""
+
+
+class RunFolderError(FactorlabError):
+    """A run folder is in use, damaged, or does not fit the recipe it is resumed with."""
+
+
+class ResourceError(FactorlabError):
+    """A request would need more memory (or other resources) than the machine has."""

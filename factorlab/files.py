@@ -1,26 +1,109 @@
-"""Atomic file writes: a reader (or a resumed run) sees the old file or the whole new one, never half."""
+"""Safe file access: atomic writes with the user's umask, clear errors for unwritable places and full disks,
+and reading torch files without passing on torch's advice to load them unsafely.
+
+A reader (or a resumed run) sees the old file or the whole new one, never half.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from factorlab.errors import DiskFullError, OutputError
+
+#: errno values that mean "this place cannot be written" (as opposed to a bug).
+UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+#: errno values that mean "no space left".
+FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def current_umask() -> int:
+    """The process's umask (read from /proc where possible: setting it to probe is not thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def disk_full_error(path: Path, exc: BaseException | None = None) -> DiskFullError:
+    """The message for a write that ran out of space."""
+    path = Path(path)
+    where = path.parent
+    try:
+        free = f"{shutil.disk_usage(where).free / 2**20:.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    reason = f" ({exc.strerror})" if isinstance(exc, OSError) and exc.strerror else ""
+    return DiskFullError(
+        f"the disk is full: could not write {path}{reason}; {free} on the file system of {where}. "
+        "Nothing half-written was kept. Free some space (or choose another output folder) and run the command "
+        "again; an interrupted run continues with `factorlab run --resume RUNDIR`."
+    )
+
+
+def unwritable_error(path: Path, exc: OSError, what: str = "") -> OutputError:
+    """The message for a place that cannot be written (read-only, no permission, not a folder)."""
+    target = Path(exc.filename) if getattr(exc, "filename", None) else Path(path)
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno == errno.EROFS:
+        reason = "read-only file system"
+    label = f"{what} " if what else ""
+    return OutputError(
+        f"cannot write {label}{path}: {target}: {reason}. Choose a writable location (or fix the folder's "
+        "permissions) and run the command again."
+    )
+
+
+def _is_full(exc: BaseException, where: Path) -> bool:
+    if isinstance(exc, OSError) and exc.errno in FULL:
+        return True
+    try:  # some writers (torch.save to a path) hide ENOSPC in their own error: look at the disk itself
+        return shutil.disk_usage(where).free < 2**20
+    except OSError:
+        return False
+
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp)` on a temporary file beside `path`, flush it to disk, then rename it into place."""
+    """Call `write(tmp)` on a temporary file beside `path`, flush it to disk, then rename it into place.
+
+    The file gets the permissions a plain `open()` would give (0666 less the umask: 0644 by default).
+    A full disk raises DiskFullError and an unwritable place OutputError, both naming the path.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        if exc.errno in FULL:
+            raise disk_full_error(path, exc) from None
+        if exc.errno in UNWRITABLE:
+            raise unwritable_error(path, exc) from None
+        raise
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600: a group could not share the run folder
+    finally:
+        os.close(fd)
     try:
         write(Path(tmp))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        full = isinstance(exc, Exception) and _is_full(exc, path.parent)
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise disk_full_error(path, exc) from None
+        if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
+            raise unwritable_error(path, exc) from None
         raise
     return path
 
@@ -33,3 +116,63 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
 def atomic_write_text(path: Path, text: str) -> Path:
     """Atomically write UTF-8 text."""
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def check_writable_dir(path: Path, what: str) -> Path:
+    """An OutputError unless files can be created in folder `path` (or, when it does not exist yet, in its
+    nearest existing parent). Probes with a real temporary file: permission bits do not stop root, a
+    read-only mount or /proc does."""
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise OutputError(f"{what} {path}: {probe} is a file, not a folder; choose a folder")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        if exc.errno in FULL:
+            raise disk_full_error(probe / "x", exc) from None
+        raise unwritable_error(path, exc, what) from None
+    return path
+
+
+def describe_torch_load_failure(path: Path, exc: BaseException) -> str:
+    """Why `torch.load(path, weights_only=True)` failed, in words for people.
+
+    torch's own text is never passed on: for files that need pickled code it advises loading them with
+    the unsafe `weights_only` switch, which a user must not be told to do with a file they cannot trust.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a folder, not a file"
+    size = path.stat().st_size
+    if size == 0:
+        return f"{path} is empty (0 bytes): it was not written completely; copy or write it again"
+    with open(path, "rb") as f:
+        head = f.read(64)
+    import zipfile
+
+    text = head.lstrip()
+    if text[:1] in (b"{", b"["):
+        return f"{path} is JSON text ({size} bytes), not a weight or checkpoint file"
+    if zipfile.is_zipfile(path):
+        message = str(exc)
+        if "Unsupported global" in message or "weights_only" in message.lower() or "GLOBAL" in message:
+            return (
+                f"{path} refers to Python code or classes that factorlab does not load (only plain tensors are read, "
+                "never pickled code): it is not a file factorlab wrote, or it was made by another program. Use a "
+                "checkpoint written by factorlab, or re-save the weights as a plain state dict of tensors or as "
+                "safetensors from a trusted environment"
+            )
+        return f"{path} is a damaged or truncated torch file ({size} bytes)"
+    if head[:1] == b"\x80":  # a legacy (non-zip) pickle file
+        return (
+            f"{path} is a legacy pickle file ({size} bytes) that refers to objects factorlab does not load "
+            "(only plain tensors are read, never pickled code); re-save it as a state dict of tensors with a "
+            "current torch.save, or as safetensors, from a trusted environment"
+        )
+    return f"{path} is not a torch file ({size} bytes that are neither a torch zip archive nor safetensors)"

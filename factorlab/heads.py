@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from factorlab.recipe import Size
+
 
 def mlp_classifier(
     in_features: int, num_classes: int, hidden: list[int] | tuple[int, ...] = (), dropout: float = 0.0
@@ -36,7 +38,7 @@ class MLPHeadConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    hidden: list[int] = Field(default_factory=lambda: [256], description="Sizes of the hidden layers (ReLU).")
+    hidden: list[Size] = Field(default_factory=lambda: [256], description="Sizes of the hidden layers (ReLU).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout after each hidden layer.")
 
 

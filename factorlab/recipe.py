@@ -13,7 +13,7 @@ import datetime
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
@@ -47,17 +47,30 @@ class PartSection(BaseModel):
         return dict(self.model_extra or {})
 
 
+#: A layer width, channel count or stride in a part's config: a positive whole number.
+Size = Annotated[int, Field(ge=1)]
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds; larger ones overflow
+DEVICE = re.compile(r"auto|cpu|cuda|cuda:\d+|mps")
+
+
 class RunSection(Section):
     """Run-wide settings: naming, seed, length, device and speed options."""
 
-    name: str = Field("run", description="Run name; the run folder is `<output>/<name>-<timestamp>`.")
-    seed: int = Field(0, description="Seed for model initialisation, data order and augmentation.")
+    name: str = Field(
+        "run",
+        min_length=1,
+        max_length=200,
+        description="Run name; the run folder is `<output>/<name>-<timestamp>` (no path separators, not '..').",
+    )
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="Seed for model initialisation, data order and augmentation (0 to 2**63-1)."
+    )
     epochs: int = Field(10, ge=1, description="Number of passes over the training split.")
     batch_size: int = Field(64, ge=2, description="Global batch size (split across processes under torchrun).")
     max_steps_per_epoch: int | None = Field(
         None, ge=1, description="Cap on training steps per epoch (smoke tests, quick looks); None = the whole split."
     )
-    device: str = Field("auto", description='"auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:N".')
+    device: str = Field("auto", description='"auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:N" or "mps".')
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
         description="Autocast precision of the forward passes (losses are computed in float32); "
@@ -76,8 +89,30 @@ class RunSection(Section):
         description="Metric that selects the `best` checkpoint, e.g. 'head/expression/exp/accuracy' (higher is "
         "better); None = the first head's accuracy.",
     )
+    checkpoint: Literal["best", "last"] = Field(
+        "best",
+        description="The checkpoint summary.json scores on val and test and `factorlab eval` loads by default: "
+        "'best' (the epoch with the best val `best_metric`; test is never looked at) or 'last' (the final epoch).",
+    )
     output: Path = Field(Path("runs"), description="Folder that receives run folders.")
     deterministic: bool = Field(True, description="Use deterministic algorithms where the device offers them.")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if "/" in name or "\\" in name or name in (".", "..") or name.startswith(".") or "\0" in name:
+            raise ValueError(
+                f"{name!r} is not a plain folder name: no '/' or '\\', not starting with '.'; the run folder is "
+                "<run.output>/<run.name>-<timestamp>, so choose the folder with run.output (or --out) instead"
+            )
+        return name
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not DEVICE.fullmatch(device):
+            raise ValueError(f"unknown device {device!r}; use one of auto, cpu, cuda, cuda:N (e.g. cuda:1), mps")
+        return device
 
 
 class AugmentSection(Section):
@@ -264,8 +299,33 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise RecipeError(
             f"recipe file not found: {path}{hint}. Give the path to a .toml recipe, e.g. recipes/quickstart.toml"
         )
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path, "recipe", "save the recipe as UTF-8 text (TOML files are UTF-8)")
     return parse_recipe(text, overrides, source=path)
+
+
+def read_text_file(path: Path, what: str, fix: str) -> str:
+    """A text file's UTF-8 content, or a RecipeError naming the file, where it stops being text, and `fix`."""
+    try:
+        data = Path(path).read_bytes()
+    except IsADirectoryError:
+        raise RecipeError(f"{what} {path} is a folder, not a file") from None
+    except PermissionError:
+        raise RecipeError(f"{what} {path} cannot be read (permission denied)") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        kind = "a binary file, not text" if b"\0" in data[:4096] else "not UTF-8 text"
+        raise RecipeError(
+            f"{what} {path} is {kind} (byte 0x{data[err.start]:02x} at line {line} cannot be decoded as UTF-8); {fix}"
+        ) from None
+
+
+def check_output(recipe: Recipe) -> None:
+    """An error now, not after the data is loaded, when run.output cannot receive a run folder."""
+    from factorlab.files import check_writable_dir
+
+    check_writable_dir(recipe.run.output, "run.output")
 
 
 def parse_recipe(text: str, overrides: list[str] | tuple[str, ...] = (), *, source: Path | None = None) -> Recipe:
@@ -476,6 +536,8 @@ class ErrorContext:
                 message = "unknown key; check its spelling (`factorlab ls` lists the parts, the docs their keys)"
             elif err["type"] == "missing":
                 message = "required key is missing"
+            elif err["type"] == "value_error":
+                message = message.removeprefix("Value error, ")
             out.append(self.line(loc, message))
         return out
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 from pathlib import Path
 
-from factorlab.errors import FactorlabError
+from factorlab.errors import FactorlabError, RunFolderError
 from factorlab.model import Disentangler, build_model
 from factorlab.recipe import Recipe, load_recipe
 
@@ -22,16 +23,47 @@ def check_run_dir(rundir: Path) -> Path:
     return rundir
 
 
-def load_run(rundir: Path, checkpoint: str = "best") -> tuple[Recipe, Disentangler]:
-    """The recipe and the trained model of a run (checkpoint 'best' or 'last'), in eval mode on the CPU."""
-    from factorlab.train import CHECKPOINTS, load_checkpoint
+def checkpoint_path(rundir: Path, checkpoint: str) -> Path:
+    """The file of a run's checkpoint 'best' or 'last'; 'best' falls back to last.pt when no epoch was evaluated."""
+    from factorlab.train import CHECKPOINTS
+
+    path = Path(rundir) / CHECKPOINTS / f"{checkpoint}.pt"
+    if checkpoint == "best" and not path.is_file():
+        path = Path(rundir) / CHECKPOINTS / "last.pt"
+    return path
+
+
+def default_checkpoint(rundir: Path) -> str:
+    """The checkpoint a run's summary.json scores and `factorlab eval` loads by default: the recipe's run.checkpoint."""
+    return load_recipe(check_run_dir(rundir) / "recipe.toml").run.checkpoint
+
+
+def checkpoint_info(rundir: Path, checkpoint: str, metric: str | None = None) -> dict:
+    """What names a scored checkpoint: {'name', 'file', 'epoch', 'selected_on', 'value'} (for summary and eval)."""
+    from factorlab.train import load_checkpoint
+
+    path = checkpoint_path(rundir, checkpoint)
+    state = load_checkpoint(path)
+    best = path.name == "best.pt"
+    return {
+        "name": checkpoint,
+        "file": str(path.relative_to(rundir)),
+        "epoch": state.get("epoch"),
+        "selected_on": f"val {state.get('metric', metric)}" if best else "last epoch (no selection)",
+        "value": state.get("value") if best else None,
+    }
+
+
+def load_run(rundir: Path, checkpoint: str | None = None) -> tuple[Recipe, Disentangler]:
+    """The recipe and the trained model of a run, in eval mode on the CPU.
+
+    `checkpoint`: 'best' or 'last'; None = the recipe's run.checkpoint, the one summary.json scores.
+    """
+    from factorlab.train import load_checkpoint
 
     rundir = check_run_dir(rundir)
     recipe = load_recipe(rundir / "recipe.toml")
-    path = rundir / CHECKPOINTS / f"{checkpoint}.pt"
-    if checkpoint == "best" and not path.is_file():
-        path = rundir / CHECKPOINTS / "last.pt"
-    state = load_checkpoint(path)
+    state = load_checkpoint(checkpoint_path(rundir, checkpoint or recipe.run.checkpoint))
     weights = state["model"] if "model" in state else state["trainer"]["model"]
     options = recipe.encoder.options
     if "weights" in type(options).model_fields:  # the checkpoint holds the trained trunk: skip the pretrained load
@@ -55,3 +87,222 @@ def load_summary(rundir: Path) -> dict:
         raise FactorlabError(
             f"{path}, line {err.lineno}: not valid JSON ({err.msg}); rerun or resume the run to rewrite it"
         ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Run-folder safety: one writer at a time, tolerant reading of a killed run's log, resume checks
+
+LOCK = ".lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+class RunLock:
+    """`<rundir>/.lock`, holding the writer's pid and host: a second writer is refused with a clear message.
+
+    A lock whose process is gone (same host, pid not running) is stale and is taken over. Re-acquiring a
+    lock this process holds is allowed (counted), so `resume_run` and `run_recipe` can both take it.
+    """
+
+    _held: dict[Path, int] = {}
+
+    def __init__(self, rundir: Path) -> None:
+        self.rundir = Path(rundir)
+        self.path = self.rundir / LOCK
+
+    def owner(self) -> dict | None:
+        """The lock file's content ({'pid', 'host', 'since'}), {} for an unreadable one, None when there is none."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError):
+            return {}
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def acquire(self) -> RunLock:
+        """Take the lock, or raise RunFolderError naming the process that holds it."""
+        import os
+        import socket
+        import time
+
+        from factorlab.files import unwritable_error
+
+        key = self.path.resolve()
+        if key in RunLock._held:
+            RunLock._held[key] += 1
+            return self
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                owner = self.owner()
+                if owner is None:
+                    continue  # released meanwhile: try again
+                if self._stale(owner):
+                    self.path.unlink(missing_ok=True)
+                    continue
+                who = (
+                    f"process {owner.get('pid')} on {owner.get('host')} (since {owner.get('since')})"
+                    if owner
+                    else "another process (its lock file is being written)"
+                )
+                raise RunFolderError(
+                    f"run folder {self.rundir} is in use by {who}: only one process may write a run folder. "
+                    f"Wait until it finishes; if that process no longer exists (e.g. on another machine), delete "
+                    f"{self.path} and run the command again."
+                ) from None
+            except OSError as exc:
+                raise unwritable_error(self.rundir, exc, "into run folder") from None
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(json.dumps(me))
+            RunLock._held[key] = 1
+            atexit.register(self._release_at_exit, key)  # also when an error ends the process before release()
+            return self
+        raise RunFolderError(f"could not take the lock {self.path}: other processes keep taking it; try again")
+
+    def _stale(self, owner: dict) -> bool:
+        import socket
+        import time
+
+        if not owner:  # empty or torn: a writer died between creating and filling it, or is filling it now
+            try:
+                return time.time() - self.path.stat().st_mtime > 10
+            except FileNotFoundError:
+                return True
+        if owner.get("host") != socket.gethostname():
+            return False  # cannot tell whether a process on another machine is alive
+        pid = owner.get("pid")
+        return not isinstance(pid, int) or not _pid_alive(pid)
+
+    def release(self) -> None:
+        """Give the lock up (the last of this process's nested acquisitions removes the file)."""
+        key = self.path.resolve()
+        count = RunLock._held.get(key, 0)
+        if count > 1:
+            RunLock._held[key] = count - 1
+            return
+        RunLock._held.pop(key, None)
+        if count:
+            self.path.unlink(missing_ok=True)
+
+    def _release_at_exit(self, key: Path) -> None:
+        if RunLock._held.pop(key, None):
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def read_metrics(path: Path, *, warn=None) -> list[dict]:
+    """The records of a metrics.jsonl. A torn last line (a run killed while writing it) is dropped, with a
+    note to `warn`; a broken line elsewhere is an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    try:
+        lines = path.read_text(encoding="utf-8", errors="strict").splitlines()
+    except UnicodeDecodeError as err:
+        raise RunFolderError(f"{path}: not UTF-8 text (byte {err.start}); the log is damaged: delete it") from None
+    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    records = []
+    for k, (number, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+            records.append(record)
+        except ValueError as err:
+            if k == len(numbered) - 1:
+                if warn:
+                    warn(f"{path}, line {number}: dropped a torn last line (the run was stopped while writing it)")
+                break
+            raise RunFolderError(
+                f"{path}, line {number}: not a JSON record ({err}); delete that line and run the command again"
+            ) from None
+    return records
+
+
+def check_resume_state(state: dict, path: Path) -> dict:
+    """A checkpoint to resume from must be a run's last.pt (model, optimisers, epoch, random state)."""
+    needed = {"trainer", "epoch", "rng", "main_sched"}
+    if needed <= set(state) and isinstance(state["trainer"], dict) and "model" in state["trainer"]:
+        return state
+    if "model" in state and "trainer" not in state:
+        raise RunFolderError(
+            f"{path} holds only model weights (a best.pt checkpoint?), not the state a run resumes from "
+            "(optimisers, epoch, random state): was best.pt copied over last.pt? A run resumes only from the "
+            "last.pt it wrote; start a new run, or load these weights with `factorlab eval --checkpoint best`"
+        )
+    raise RunFolderError(
+        f"{path} lacks {sorted(needed - set(state))}: it is not a last.pt written by factorlab run; "
+        "a run resumes only from the last.pt it wrote"
+    )
+
+
+def check_same_architecture(saved: Recipe, recipe: Recipe, state: dict, path: Path) -> None:
+    """Refuse a resume whose recipe (with its overrides) builds a model the checkpoint's weights do not fit."""
+    import torch
+
+    options = recipe.encoder.options
+    if "weights" in type(options).model_fields:  # shapes only: no pretrained weights are loaded for the check
+        recipe = recipe.model_copy()
+        recipe.encoder = recipe.encoder.model_copy()
+        recipe.encoder._options = options.model_copy(update={"weights": "none"})
+    with torch.device("meta"):  # shapes without allocating memory
+        model = build_model(recipe, classes=state.get("classes"))
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state["trainer"]["model"].items()}
+    problems = [
+        f"{k}: {found[k]} in the checkpoint, {expected[k]} now"
+        for k in expected
+        if k in found and found[k] != expected[k]
+    ]
+    problems += [f"{k}: new, not in the checkpoint" for k in expected if k not in found]
+    problems += [f"{k}: in the checkpoint, not built now" for k in found if k not in expected]
+    if not problems:
+        return
+    changed = _recipe_changes(saved.to_dict(), recipe.to_dict())
+    what = "; ".join(changed[:6]) or "(no recipe value differs: a plugin builds the parts differently now)"
+    raise RunFolderError(
+        f"cannot resume {path.parent.parent}: the recipe now builds a different model than the one in {path.name}. "
+        f"Changed: {what}. {len(problems)} weight tensor(s) do not fit, e.g. {'; '.join(problems[:3])}. "
+        "Resume only with overrides that keep the model (e.g. run.epochs=20), or start a new run with the new recipe."
+    )
+
+
+def _recipe_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'key: old -> new' for every value that differs between two plain recipe dicts (architecture sections first)."""
+    out = []
+    for key in dict.fromkeys([*old, *new]):
+        a, b = old.get(key), new.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _recipe_changes(a, b, name + ".")
+        elif (
+            isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(isinstance(x, dict) for x in a + b)
+        ):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                out += _recipe_changes(x, y, f"{name}.{i}.")
+        elif a != b:
+            out.append(f"{name}: {a!r} -> {b!r}")
+    architecture = ("encoder", "codes", "heads", "adversaries", "decoder", "data.image_size", "factors")
+    return sorted(out, key=lambda line: not line.startswith(architecture))

@@ -32,6 +32,7 @@ from factorlab.errors import DataError, FactorlabError
 from factorlab.files import atomic_write, atomic_write_text
 from factorlab.model import Disentangler, build_model, resolve_factors
 from factorlab.recipe import Recipe, load_recipe
+from factorlab.rundir import RunLock
 
 CHECKPOINTS = "checkpoints"
 
@@ -84,6 +85,13 @@ def resolve_device(name: str, local_rank: int = 0, distributed: bool = False) ->
         name = f"cuda:{local_rank}"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise FactorlabError(f"run.device = {name!r} but no CUDA device is available; use run.device=cpu or auto")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise FactorlabError(
+            f"run.device = {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}; use one of them, or run.device=cuda"
+        )
+    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise FactorlabError("run.device = 'mps' but Apple's MPS backend is not available here; use run.device=cpu or auto")
     return torch.device(name)
 
 
@@ -171,7 +179,7 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model.net, device_ids=ids, find_unused_parameters=unread
             )
-            if len(self.model.adversaries.adversaries):
+            if any(p.requires_grad for p in self.model.adversaries.parameters()):
                 self.adv = nn.parallel.DistributedDataParallel(self.model.adversaries, device_ids=ids)
         if recipe.run.compile:
             self.net = torch.compile(self.net)
@@ -198,7 +206,7 @@ class Trainer:
     def adversary_step(
         self, codes: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        """Update each adversary alone on the detached codes (L_adv_exp); nothing else moves."""
+        """Update each adversary alone on the detached codes with its own loss (L_adv_exp); nothing else moves."""
         links = self.model.adversaries.links
         stats: dict[str, torch.Tensor] = {}
         if not links:
@@ -206,15 +214,21 @@ class Trainer:
         detached = {name: code.detach() for name, code in codes.items()}
         for _ in range(self.recipe.optim.adversary_steps):
             with autocast(self.device, self.recipe.run.precision):
-                logits = self.adv(detached)
-            per_link = [self.adversary_loss(logits[link.key], labels[link.factor]) for link in links]
+                result = self.adv(detached, labels)
+            trained = [loss for loss, _ in result.values() if loss is not None and loss.requires_grad]
+            if not trained or self.adv_opt is None:
+                break  # classifier-free adversaries: nothing to train in this step
             self.adv_opt.zero_grad(set_to_none=True)
-            self.adv_scaler.scale(sum(per_link)).backward()
+            self.adv_scaler.scale(sum(trained)).backward()
             self.adv_scaler.step(self.adv_opt)
             self.adv_scaler.update()
-        for link, loss in zip(links, per_link, strict=True):
-            stats[f"adversary/{link.factor}/{link.code}/loss"] = loss.detach()
-            stats[f"adversary/{link.factor}/{link.code}/correct"] = _correct(logits[link.key], labels[link.factor])
+        for link in links:
+            loss, logits = result[link.key]
+            prefix = f"adversary/{link.factor}/{link.code}"
+            if loss is not None:
+                stats[f"{prefix}/loss"] = loss.detach()
+            if logits is not None:
+                stats[f"{prefix}/correct"] = _correct(logits, labels[link.factor])
         return stats
 
     def main_step(self, images: torch.Tensor, out: dict, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -309,6 +323,8 @@ def evaluate(model: Disentangler, dataset, recipe: Recipe, device: torch.device)
         parts = [("head", link, out["logits"]) for link in model.net.head_links]
         parts += [("adversary", link, adv_logits) for link in model.adversaries.links]
         for kind, link, logits in parts:
+            if link.key not in logits:  # an adversary without a classifier has no accuracy
+                continue
             prefix = f"{kind}/{link.factor}/{link.code}"
             target = labels[link.factor]
             _add(sums, f"{prefix}/correct", _correct(logits[link.key], target))
@@ -370,17 +386,32 @@ def _set_rng_state(state: dict) -> None:
 
 
 def _save_checkpoint(obj, path: Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: a full disk raises ENOSPC, not torch's "unexpected pos"
+            torch.save(obj, f)
+
+    atomic_write(path, write)
 
 
 def load_checkpoint(path: Path) -> dict:
     """Read a checkpoint written by factorlab (no code is unpickled)."""
     if not path.is_file():
         raise FactorlabError(f"no checkpoint at {path}; a run writes checkpoints/last.pt after its first epoch")
+    from factorlab.files import describe_torch_load_failure
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise FactorlabError(f"cannot read checkpoint {path}: {exc}") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch's text is not passed on: it suggests the unsafe weights_only=False
+        raise FactorlabError(
+            f"cannot read checkpoint: {describe_torch_load_failure(path, exc)}. A run folder's checkpoints are "
+            "checkpoints/last.pt and best.pt as the run wrote them"
+        ) from None
+    if not isinstance(state, dict) or not ({"model", "trainer"} & set(state)):
+        raise FactorlabError(
+            f"{path} is a torch file but not a factorlab checkpoint (no model weights in it); a run folder's "
+            "checkpoints are checkpoints/last.pt and best.pt as the run wrote them"
+        )
+    return state
 
 
 def new_run_dir(recipe: Recipe) -> Path:
@@ -459,6 +490,7 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
             dist.broadcast_object_list(holder, src=0)
             rundir = Path(holder[0])
     rundir = Path(rundir)
+    lock = RunLock(rundir).acquire() if dist_info.main else None  # one writer per run folder
     if dist_info.main:
         atomic_write_text(rundir / "recipe.toml", recipe.to_toml())
     best_key = recipe.run.best_metric or f"head/{recipe.heads[0].factor}/{recipe.heads[0].code}/accuracy"
@@ -555,9 +587,13 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
                 dist.barrier()
     except BaseException:
         reporter.close()  # stop the live progress display before the error is printed
+        if lock:
+            lock.release()
         raise
 
     wall = time.perf_counter() - started
+    from factorlab.rundir import checkpoint_info, checkpoint_path
+
     rank_gap = rank_weight_gap(model) if dist_info.active else 0.0
     if dist_info.main:
         summary = {
@@ -572,10 +608,18 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
             "world_size": dist_info.world,
             "max_weight_difference_across_ranks": rank_gap,
         }
+        # the test number is the model `factorlab eval` loads by default (run.checkpoint), chosen on val only
+        scored = checkpoint_path(rundir, recipe.run.checkpoint)
+        if scored.name != "last.pt":
+            model.load_state_dict(load_checkpoint(scored)["model"])
+            last_val = None
+        summary["checkpoint"] = checkpoint_info(rundir, recipe.run.checkpoint, best_key)
         summary["splits"]["val"] = last_val if last_val is not None else evaluate(model, val_set, recipe, device)
         summary["splits"]["test"] = evaluate(model, test_set, recipe, device)
         atomic_write_text(rundir / "summary.json", json.dumps(summary, indent=2))
         reporter.finish(summary)
+    if lock:
+        lock.release()
     if dist_info.active:
         dist.barrier()
     return rundir
@@ -636,15 +680,19 @@ def _check_finite(first_bad: torch.Tensor, sums: dict[str, torch.Tensor], rundir
 
 def resume_run(rundir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Path:
     """Continue a run from its last checkpoint, in the same run folder."""
-    from factorlab.rundir import check_run_dir
+    from factorlab.progress import console
+    from factorlab.rundir import check_resume_state, check_run_dir, check_same_architecture, read_metrics
 
     rundir = check_run_dir(rundir)
-    state = load_checkpoint(rundir / CHECKPOINTS / "last.pt")
-    recipe = load_recipe(rundir / "recipe.toml", overrides)
-    metrics = rundir / "metrics.jsonl"
-    if metrics.is_file():  # drop what the killed epoch logged after the checkpoint
-        kept = [
-            line for line in metrics.read_text().splitlines() if line and json.loads(line)["epoch"] <= state["epoch"]
-        ]
-        atomic_write_text(metrics, "".join(line + "\n" for line in kept))
-    return run_recipe(recipe, rundir, resume=state)
+    main = int(os.environ.get("RANK", "0")) == 0
+    with RunLock(rundir) if main else contextlib.nullcontext():  # refused while another process writes it
+        path = rundir / CHECKPOINTS / "last.pt"
+        state = check_resume_state(load_checkpoint(path), path)
+        recipe = load_recipe(rundir / "recipe.toml", overrides)
+        check_same_architecture(load_recipe(rundir / "recipe.toml"), recipe, state, path)
+        metrics = rundir / "metrics.jsonl"
+        if main and metrics.is_file():  # drop what the killed epoch logged after the checkpoint
+            records = read_metrics(metrics, warn=lambda message: console.print(f"note: {message}"))
+            kept = [r for r in records if r.get("epoch", -1) <= state["epoch"]]
+            atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in kept))
+        return run_recipe(recipe, rundir, resume=state)

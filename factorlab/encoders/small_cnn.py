@@ -7,13 +7,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from factorlab.recipe import Size
+
 
 class SmallCNNConfig(BaseModel):
     """Options of the `small_cnn` encoder."""
 
     model_config = ConfigDict(extra="forbid")
 
-    widths: list[int] = Field(
+    widths: list[Size] = Field(
         default_factory=lambda: [32, 64, 128, 256],
         min_length=1,
         description="Output channels of each stage; each stage is a stride-2 3x3 conv, a norm layer and ReLU, "
