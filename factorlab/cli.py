@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.text import Text
 
 import factorlab
-from factorlab.errors import FactorlabError
+from factorlab.errors import FactorlabError, as_user_error
 
 EXAMPLES = """\
 examples:
@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug, or bad input that no check caught yet: still no wall of traceback
         if debug:
             raise
+        user = as_user_error(exc)  # a full disk, a read-only place, no memory: the user's to fix
+        if user is not None:
+            err_console.print(Text.assemble(("error: ", "bold red"), str(user)), soft_wrap=True)
+            return 2
         err_console.print(
             Text.assemble(
                 ("error: ", "bold red"),

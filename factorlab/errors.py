@@ -37,3 +37,30 @@ class RunFolderError(FactorlabError):
 
 class ResourceError(FactorlabError):
     """A request would need more memory (or other resources) than the machine has."""
+
+
+def as_user_error(exc: BaseException) -> FactorlabError | None:
+    """The user error behind an exception that escaped the specific checks, or None for a real bug.
+
+    A last net for the CLI: a full disk, a read-only or forbidden place, or an allocation the machine
+    cannot satisfy are the user's to fix, wherever they happen.
+    """
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        from factorlab.files import disk_full_error
+
+        return disk_full_error(exc.filename or "(a file)", exc)
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        where = f" {exc.filename}" if exc.filename else ""
+        reason = "read-only file system" if exc.errno == errno.EROFS else exc.strerror
+        return OutputError(
+            f"cannot use{where}: {reason}. Choose a location you can write to (or fix its permissions) and run the "
+            "command again."
+        )
+    if isinstance(exc, MemoryError):
+        return ResourceError(
+            "out of memory: the request needs more memory than the machine has free; ask for less (fewer pairs "
+            "or samples, a smaller run.batch_size or data.image_size)"
+        )
+    return None

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,7 +29,13 @@ import torch
 from factorlab import metrics, plots, report
 from factorlab.data.loading import dataset_images
 from factorlab.errors import FactorlabError
-from factorlab.files import atomic_write_text
+from factorlab.evalmetrics import MetricContext, call_metric
+from factorlab.files import atomic_write_text, check_writable_dir
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from factorlab.registry import Entry
 
 PLOTS = "plots"
 # a ground-truth column with more distinct values than this is continuous or an id (e.g. a noise seed)
@@ -93,6 +100,8 @@ def encode_split(
             ("adversary", model.adversaries.links, adversary_logits),
         ):
             for link in links:
+                if link.key not in logits:  # an adversary without a classifier predicts nothing
+                    continue
                 key = f"{kind}/{link.factor}/{link.code}"
                 chunks.setdefault(key, []).append(logits[link.key].argmax(dim=1).cpu().numpy())
     joined = {key: np.concatenate(parts) for key, parts in chunks.items()}
@@ -122,19 +131,11 @@ def similarity_pairs(model) -> list[tuple[str, str]]:
 
 
 def read_metrics_log(rundir: Path) -> list[dict]:
-    """The records of the run's metrics.jsonl (empty when there is none); a broken line is an error naming it."""
-    path = Path(rundir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise FactorlabError(f"{path}, line {number}: not valid JSON ({err.msg}); delete that line") from None
-    return records
+    """The records of the run's metrics.jsonl (empty when there is none); a torn last line is dropped, a broken
+    line elsewhere is an error naming it."""
+    from factorlab.rundir import read_metrics
+
+    return read_metrics(Path(rundir) / "metrics.jsonl")
 
 
 def _curve_metrics(records: list[dict]) -> list[str]:
@@ -172,15 +173,23 @@ def evaluate_run(
     split: str = "test",
     max_samples: int = 5000,
     probes: bool = True,
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     device: str = "cpu",
     tsne: bool = False,
     seed: int = 0,
     log: Callable[[str], None] = lambda message: None,
+    metric_names: Sequence[str] | None = None,
+    metric_options: Sequence[str] = (),
 ) -> dict:
-    """Evaluate a finished run on `split`; write eval.json, plots/, report.md and report.html; return the results."""
+    """Evaluate a finished run on `split`; write eval.json, plots/, report.md and report.html; return the results.
+
+    The registered metrics run with the options of the run recipe's `[eval]` section; `metric_names` replaces
+    its list of metrics and each of `metric_options` ("dci.max_train=1000") sets one option on top of it.
+    `probes=False` drops the `probes` metric.
+    """
     from factorlab.data.loading import build_dataset
-    from factorlab.rundir import load_run, load_summary
+    from factorlab.evalmetrics import metric_plan
+    from factorlab.rundir import checkpoint_info, default_checkpoint, load_run, load_summary
     from factorlab.train import resolve_device
 
     if split not in ("val", "test"):
@@ -190,7 +199,11 @@ def evaluate_run(
     started = time.perf_counter()
     rundir = Path(rundir)
     summary = load_summary(rundir)  # a clear error for a missing or unfinished run
+    check_writable_dir(rundir, "the evaluation into run folder")  # now, not after the evaluation
+    checkpoint = checkpoint or default_checkpoint(rundir)  # the one summary.json scores (run.checkpoint)
     recipe, model = load_run(rundir, checkpoint)
+    plan = [(entry, options) for entry, options in metric_plan(recipe, metric_names, metric_options)
+            if probes or entry.name != "probes"]  # fmt: skip
     on = resolve_device(device)
     model.to(on)
     plot_dir = rundir / PLOTS
@@ -205,6 +218,7 @@ def evaluate_run(
         "rundir": str(rundir),
         "split": split,
         "checkpoint": checkpoint,
+        "checkpoint_info": checkpoint_info(rundir, checkpoint),
         "n": {"train": int(len(train.indices)), split: int(len(test.indices))},
         "codes": {name: int(code.shape[1]) for name, code in test.codes.items()},
         "factors": list(test.labels),
@@ -225,44 +239,28 @@ def evaluate_run(
             title=f"head {name} on {split} (accuracy {report.pct(scores['accuracy'])})",
         )  # fmt: skip
 
-    if probes:
-        log("training leakage probes (linear and MLP) on the frozen codes")
-        result["probes"] = metrics.leakage_probes(
-            train.codes, train.labels, test.codes, test.labels, owner, max_train=max_samples, seed=seed
-        )
-        kinds = list(dict.fromkeys(r["probe"] for r in result["probes"]))
-        matrix = np.array([[_probe(result["probes"], f, c, k) for f in test.labels] for c in test.codes for k in kinds])
-        rows = [f"{c} ({k})" for c in test.codes for k in kinds]
-        plots.plot_matrix(matrix, rows, list(test.labels), plot_dir / "probes.png", title="probe accuracy",
-                          fmt="{:.0%}", vmax=1.0)  # fmt: skip
-
-    log("similarity tables")
-    result["similarity"] = []
-    for code, factor in similarity_pairs(model):
-        for center in (False, True):
-            table = metrics.similarity_table(
-                test.codes, test.labels, code, factor, classes=test.classes, center=center, seed=seed
-            )
-            result["similarity"].append({**table, "centered": center})
-
-    log("MIG and DCI")
+    # the registered metrics (built-in: probes, similarity, MIG, DCI; and every plugin's), over the labelled factors
+    # plus the data set's discrete ground truth present in both samples
     factor_labels = {k: {**v.labels, **v.ground_truth} for k, v in (("train", train), ("test", test))}
     shared = [f for f in factor_labels["test"] if f in factor_labels["train"]]
     result["ground_truth_factors"] = [f for f in shared if f in test.ground_truth]
-    result["mig"] = metrics.mig(test.codes, {f: factor_labels["test"][f] for f in shared}, seed=seed)
-    result["dci"] = metrics.dci(
-        train.codes,
-        {f: factor_labels["train"][f] for f in shared},
-        test.codes,
-        {f: factor_labels["test"][f] for f in shared},
-        seed=seed,
-    )
-    importance = result["dci"]["code_importance"]
-    plots.plot_matrix(np.array([[importance[c][f] for f in shared] for c in test.codes]), list(test.codes), shared,
-                      plot_dir / "dci-importance.png", title="DCI importance (codes x factors)")  # fmt: skip
-
-    log("registered metrics")
-    result["plugin_metrics"] = registered_metrics(test.codes, {**test.ground_truth, **test.labels})
+    context = MetricContext(
+        split=split, seed=seed, factors=tuple(test.labels), classes=test.classes, train_codes=train.codes,
+        train_labels={f: factor_labels["train"][f] for f in shared}, owners=owner, pairs=similarity_pairs(model),
+    )  # fmt: skip
+    result.update(run_metrics(plan, test.codes, {f: factor_labels["test"][f] for f in shared}, context, log))
+    if "probes" in result:
+        kinds = list(dict.fromkeys(r["probe"] for r in result["probes"]))
+        probed = list(dict.fromkeys(r["factor"] for r in result["probes"]))
+        matrix = np.array([[_probe(result["probes"], f, c, k) for f in probed] for c in test.codes for k in kinds])
+        rows = [f"{c} ({k})" for c in test.codes for k in kinds]
+        plots.plot_matrix(matrix, rows, probed, plot_dir / "probes.png", title="probe accuracy",
+                          fmt="{:.0%}", vmax=1.0)  # fmt: skip
+    if "dci" in result:
+        importance = result["dci"]["code_importance"]
+        factors = list(next(iter(importance.values()), {}))
+        plots.plot_matrix(np.array([[importance[c][f] for f in factors] for c in test.codes]), list(test.codes),
+                          factors, plot_dir / "dci-importance.png", title="DCI importance (codes x factors)")  # fmt: skip
 
     log("projections and training curves")
     points = {name: metrics.project_2d(code, "pca", seed=seed) for name, code in test.codes.items()}
@@ -290,15 +288,48 @@ def evaluate_run(
     return result
 
 
-def registered_metrics(codes: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, dict]:
-    """Every metric plugins registered (`factorlab_register_metrics`), with its default options.
+def run_metrics(
+    plan: Sequence[tuple[Entry, BaseModel]],
+    codes: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    context: MetricContext,
+    log: Callable[[str], None] = lambda message: None,
+) -> dict:
+    """Run each planned metric (registry entry, validated options) on the evaluated split; eval.json's entries.
 
-    A metric that cannot run on these labels says why in a `note` instead of failing the evaluation.
+    Built-in metrics (plugin `core.*`) write their result at the top level, as factorlab 0.1 did (`probes`,
+    `similarity`, `mig`, `dci`); plugin metrics go under `plugin_metrics.<name>`, where one that cannot run on
+    these labels says why in a `note` instead of failing the evaluation. `metric_options` records the options
+    every metric ran with.
     """
-    from factorlab.plugins import get_host
+    from factorlab.plugins import CORE
 
+    out: dict = {"plugin_metrics": {}, "metric_options": {}}
+    for entry, options in plan:
+        log(f"metric {entry.name}")
+        out["metric_options"][entry.name] = options.model_dump(mode="json")
+        metric = entry.factory(options)
+        if entry.plugin.split(".")[0] == CORE:
+            out.update(call_metric(metric, codes, labels, context))
+            continue
+        try:
+            out["plugin_metrics"][entry.name] = {"plugin": entry.plugin, **call_metric(metric, codes, labels, context)}
+        except FactorlabError as exc:
+            out["plugin_metrics"][entry.name] = {"plugin": entry.plugin, "note": str(exc)}
+    return out
+
+
+def registered_metrics(codes: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Deprecated (0.1): every plugin (non-built-in) metric with its default options, called without context."""
+    import warnings
+
+    from factorlab.plugins import CORE, get_host
+
+    warnings.warn("registered_metrics is deprecated; use run_metrics", DeprecationWarning, stacklevel=2)
     out: dict[str, dict] = {}
     for entry in get_host().registry("metrics"):
+        if entry.plugin.split(".")[0] == CORE:
+            continue
         try:
             out[entry.name] = {"plugin": entry.plugin, **entry.factory(entry.config())(codes, labels)}
         except FactorlabError as exc:
@@ -361,10 +392,12 @@ def similarity_summary_table(result: dict) -> report.Table:
 def report_sections(result: dict, *, tsne: bool = False, curves: bool = True) -> list[report.Section]:
     """The sections of report.md / report.html from an `evaluate_run` result."""
     split, n = result["split"], result["n"]
+    info = result.get("checkpoint_info") or {}
+    where = f" ({info['file']}, epoch {info['epoch']}, {info['selected_on']})" if info else ""
     sections = [
         report.Section(
             "Summary",
-            f"Run `{result['rundir']}`, checkpoint `{result['checkpoint']}`, evaluated on {n[split]} samples of "
+            f"Run `{result['rundir']}`, checkpoint `{result['checkpoint']}`{where}, evaluated on {n[split]} samples of "
             f"the `{split}` split; probes and DCI are trained on {n['train']} samples of `train`. "
             f"Codes (dims): {', '.join(f'`{k}` ({v})' for k, v in result['codes'].items())}. "
             "All numbers are also in `eval.json`.",
@@ -397,42 +430,47 @@ def report_sections(result: dict, *, tsne: bool = False, curves: bool = True) ->
                 images=[report.Image(f"{PLOTS}/probes.png", "probe accuracy, codes x factors")],
             )
         )
-    tables = [similarity_summary_table(result)]
-    for s in result["similarity"]:
-        if not s["centered"]:
-            tables += report.similarity_tables(s)
-    sections.append(
-        report.Section(
-            "Code similarity (paper Table 3, generalised)",
-            "Mean cosine similarity of a code between pairs that share the factor and differ in every other "
-            "labelled factor, and between pairs that differ in the factor and share the others. A code that "
-            "holds the factor has a high first and a low second column. The raw cosine is the paper's; the "
-            "centred one subtracts the mean code first, so a common offset does not lift every pair.",
-            tables=tables,
+    if "similarity" in result:
+        tables = [similarity_summary_table(result)]
+        for s in result["similarity"]:
+            if not s["centered"]:
+                tables += report.similarity_tables(s)
+        sections.append(
+            report.Section(
+                "Code similarity (paper Table 3, generalised)",
+                "Mean cosine similarity of a code between pairs that share the factor and differ in every other "
+                "labelled factor, and between pairs that differ in the factor and share the others. A code that "
+                "holds the factor has a high first and a low second column. The raw cosine is the paper's; the "
+                "centred one subtracts the mean code first, so a common offset does not lift every pair.",
+                tables=tables,
+            )
         )
-    )
-    mig, dci = result["mig"], result["dci"]
-    gt = result["ground_truth_factors"]
-    sections.append(
-        report.Section(
-            "Disentanglement metrics",
-            "MIG (Chen et al. 2018) and DCI (Eastwood & Williams 2018) as in disentanglement_lib, over the "
-            "latent dims of all codes and aggregated per code. "
-            + (f"Ground-truth factors from the data set: {', '.join(gt)}. " if gt else "")
-            + "DCI protocols: "
-            + ", ".join(f"{k}: {v}" for k, v in dci["protocol"].items())
-            + ".",
-            tables=[
-                report.disentanglement_table(mig, dci),
-                report.code_factor_table(mig["code_mi"], "Largest normalised mutual information of a dim of each code"),
-                report.code_factor_table(dci["code_importance"], "DCI importance summed over each code's dims"),
-            ],
-            images=[report.Image(f"{PLOTS}/dci-importance.png", "DCI importance, codes x factors")],
+    mig, dci = result.get("mig"), result.get("dci")
+    if mig or dci:
+        gt = result["ground_truth_factors"]
+        tables = [report.disentanglement_table(mig, dci)]
+        if mig:
+            tables.append(
+                report.code_factor_table(mig["code_mi"], "Largest normalised mutual information of a dim of each code")
+            )
+        if dci:
+            tables.append(
+                report.code_factor_table(dci["code_importance"], "DCI importance summed over each code's dims")
+            )
+        sections.append(
+            report.Section(
+                "Disentanglement metrics",
+                "MIG (Chen et al. 2018) and DCI (Eastwood & Williams 2018) as in disentanglement_lib, over the "
+                "latent dims of all codes and aggregated per code. "
+                + (f"Ground-truth factors from the data set: {', '.join(gt)}. " if gt else "")
+                + ("DCI protocols: " + ", ".join(f"{k}: {v}" for k, v in dci["protocol"].items()) + "." if dci else ""),
+                tables=tables,
+                images=[report.Image(f"{PLOTS}/dci-importance.png", "DCI importance, codes x factors")] if dci else [],
+            )
         )
-    )
     if result.get("plugin_metrics"):
         rows = [
-            [name, values["plugin"], key, value if isinstance(value, str) else f"{value:.4f}"]
+            [name, values["plugin"], key, f"{value:.4f}" if isinstance(value, float) else report.format_cell(value)]
             for name, values in result["plugin_metrics"].items()
             for key, value in values.items()
             if key != "plugin"

@@ -168,7 +168,9 @@ def describe_torch_load_failure(path: Path, exc: BaseException) -> str:
                 "checkpoint written by factorlab, or re-save the weights as a plain state dict of tensors or as "
                 "safetensors from a trusted environment"
             )
-        return f"{path} is a damaged or truncated torch file ({size} bytes)"
+        return f"{path} is a damaged or truncated torch file ({size} bytes); copy or write it again"
+    if head[:2] == b"PK":  # a zip archive whose end (the central directory) is missing
+        return f"{path} is a damaged or truncated torch file ({size} bytes); copy or write it again"
     if head[:1] == b"\x80":  # a legacy (non-zip) pickle file
         return (
             f"{path} is a legacy pickle file ({size} bytes) that refers to objects factorlab does not load "

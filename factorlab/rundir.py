@@ -83,6 +83,11 @@ def load_summary(rundir: Path) -> dict:
         )
     try:
         return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise FactorlabError(
+            f"{path} is not UTF-8 text (byte {err.start} cannot be decoded): it is damaged; "
+            f"rerun or resume the run to rewrite it (factorlab run --resume {rundir} run.epochs=N)"
+        ) from None
     except json.JSONDecodeError as err:
         raise FactorlabError(
             f"{path}, line {err.lineno}: not valid JSON ({err.msg}); rerun or resume the run to rewrite it"

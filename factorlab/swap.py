@@ -32,6 +32,7 @@ from factorlab.files import atomic_write, atomic_write_text
 from factorlab.metrics import stratified_halves
 from factorlab.model import Disentangler
 from factorlab.recipe import load_recipe
+from factorlab.resources import check_memory
 
 # ---------------------------------------------------------------------------------------------
 # Swapping
@@ -92,17 +93,33 @@ def check_swappable(model: Disentangler, names: Sequence[str]) -> tuple[str, ...
 
 
 @torch.no_grad()
-def synthesize(model: Disentangler, x1: Tensor, x2: Tensor, names: Sequence[str] | None = None) -> Swap:
+def synthesize(
+    model: Disentangler, x1: Tensor, x2: Tensor, names: Sequence[str] | None = None, chunk: int = 128
+) -> Swap:
     """Encode both batches, decode the reconstructions and the swaps of the codes `names` (default_codes)."""
     names = check_swappable(model, names or default_codes(model))
     device = next(model.parameters()).device
     x1, x2 = x1.to(device).float(), x2.to(device).float()
-    c1, c2 = model.encode(x1), model.encode(x2)
-    s1, s2 = swap_codes(c1, c2, names)
-    # one decoder call for all four outputs (the model is in eval mode: no image affects another)
-    out = model.decode({k: torch.cat([c1[k], c2[k], s1[k], s2[k]]) for k in c1}).float().clamp(0, 1)
-    rec1, rec2, swap1, swap2 = out.chunk(4)
+    parts = []
+    for start in range(0, len(x1), chunk):  # chunks: the encoder's activations stay small for many pairs
+        c1, c2 = model.encode(x1[start : start + chunk]), model.encode(x2[start : start + chunk])
+        s1, s2 = swap_codes(c1, c2, names)
+        # one decoder call for all four outputs (the model is in eval mode: no image affects another)
+        parts.append(model.decode({k: torch.cat([c1[k], c2[k], s1[k], s2[k]]) for k in c1}).float().clamp(0, 1))
+    rec1, rec2, swap1, swap2 = (torch.cat(column) for column in zip(*(part.chunk(4) for part in parts), strict=True))
     return Swap(x1, x2, rec1, rec2, swap1, swap2, names)
+
+
+def grid_bytes(pairs: int, image_size: int) -> int:
+    """About how much memory a swap grid of `pairs` pairs needs: the float images and the picture."""
+    return pairs * (
+        6 * 3 * image_size**2 * 4 + 2 * 3 * image_size**2 + 6 * 3 * (image_size * tile_scale(image_size)) ** 2
+    )
+
+
+def score_bytes(pairs: int, image_size: int) -> int:
+    """About how much memory scoring `pairs` swaps needs: 16 float images and 2 renders per pair."""
+    return pairs * (16 * 3 * image_size**2 * 4 + 2 * 3 * image_size**2)
 
 
 def default_codes(model: Disentangler) -> tuple[str, ...]:
@@ -266,6 +283,13 @@ def random_pairs(labels: dict[str, np.ndarray], n: int, *, seed: int = 0, pool: 
     pool = np.arange(len(next(iter(labels.values())))) if pool is None else np.asarray(pool)
     if len(pool) < 2:
         raise FactorlabError(f"need at least two samples to draw pairs from, got {len(pool)}")
+    most = len(pool) * (len(pool) - 1)
+    if n > most:  # checked before drawing: the draws themselves take memory in proportion to n
+        raise FactorlabError(
+            f"--pairs {n}: the {len(pool)} samples to draw from give at most {most} different ordered pairs; "
+            f"ask for at most {most} (or use a larger split)"
+        )
+    check_memory(64 * n, f"drawing {n} pairs", "ask for fewer pairs")
     rng = np.random.default_rng(seed)
     pairs: list[tuple[int, int]] = []
     for _ in range(200):  # draws in bulk; almost all pairs qualify when each factor has several classes
@@ -421,6 +445,8 @@ def score_swaps(
             f"no head reads the code(s) {list(names)}, so there is no factor whose true swap can be rendered; "
             f"swap a code that has a head, e.g. --codes {default_codes(model)[0]}"
         )
+    size = int(dataset_images(dataset, [0]).shape[-1])
+    check_memory(score_bytes(pairs, size), f"scoring {pairs} pairs", "ask for fewer pairs (e.g. --pairs 500)")
     judged = list(dict.fromkeys(link.factor for link in model.net.head_links))
     labels = {factor: np.asarray(dataset.labels(factor)) for factor in judged}
     # halves stratified on the factor with the most classes (identity, when judged): each class in both halves

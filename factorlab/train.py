@@ -426,6 +426,10 @@ def new_run_dir(recipe: Recipe) -> Path:
         except FileExistsError:
             k += 1
             path = base.with_name(f"{base.name}-{k}")
+        except OSError as exc:
+            from factorlab.files import unwritable_error
+
+            raise unwritable_error(path, exc, "the run folder") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -592,6 +596,7 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
         raise
 
     wall = time.perf_counter() - started
+    from factorlab.modelcard import write_model_card
     from factorlab.rundir import checkpoint_info, checkpoint_path
 
     rank_gap = rank_weight_gap(model) if dist_info.active else 0.0
@@ -617,6 +622,7 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
         summary["splits"]["val"] = last_val if last_val is not None else evaluate(model, val_set, recipe, device)
         summary["splits"]["test"] = evaluate(model, test_set, recipe, device)
         atomic_write_text(rundir / "summary.json", json.dumps(summary, indent=2))
+        write_model_card(rundir)
         reporter.finish(summary)
     if lock:
         lock.release()

@@ -237,6 +237,11 @@ def resolve(weights: str, *, allow_download: bool = True, timeout: float | None 
             )
         return path
     path = Path(weights).expanduser()
+    if path.is_dir():
+        raise WeightsError(
+            f"{RECIPE_KEY}={weights!r} is a folder, not a weight file; give the path of the file itself "
+            f"(.pt, .pth or .safetensors), or a weight-set name ({', '.join(WEIGHT_SETS)})"
+        )
     if not path.is_file():
         raise WeightsError(
             f"{RECIPE_KEY}={weights!r}: no such file. Give a weight-set name ({', '.join(WEIGHT_SETS)}), "
@@ -250,8 +255,12 @@ def resolve(weights: str, *, allow_download: bool = True, timeout: float | None 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a state dict from safetensors or a torch file, never executing pickled code."""
+    from factorlab.files import describe_torch_load_failure
+
     path = Path(path)
     size = path.stat().st_size
+    if size == 0:
+        raise WeightsError(f"{path} is empty (0 bytes): the download or copy did not finish; get the file again")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -261,17 +270,8 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
             raise WeightsError(f"{path}: not a readable safetensors file ({size} bytes): {exc}") from exc
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise WeightsError(
-                f"{path}: refused to load, the file needs to run pickled code (only tensors are loaded, with "
-                f"torch.load(weights_only=True)). Re-save it as a plain state dict of tensors, or as safetensors, "
-                f"from a trusted environment."
-            ) from None
-        raise WeightsError(
-            f"{path}: not a readable torch weight file ({size} bytes; truncated or not a state dict?): "
-            f"{str(exc).splitlines()[0]}"
-        ) from None
+    except Exception as exc:  # torch's own text is not passed on: it suggests the unsafe weights_only=False
+        raise WeightsError(f"cannot load weights: {describe_torch_load_failure(path, exc)}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path}: expected a flat dict of parameter name -> tensor, found {type(state).__name__}")
     return state

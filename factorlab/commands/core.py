@@ -28,12 +28,22 @@ def run_command(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe values, e.g. run.epochs=3")
     parser.add_argument("--out", type=Path, help="folder that receives the run folder (overrides run.output)")
     parser.add_argument("--resume", type=Path, metavar="RUNDIR", help="continue a run from its last checkpoint")
-    parser.epilog = "example: factorlab run recipes/quickstart.toml run.epochs=2\n         factorlab run --resume runs/quickstart-20261128-101500"
+    parser.add_argument(
+        "--seeds", metavar="LIST",
+        help="train once per seed (run.seed), e.g. 0,1,2 or 0-4, into one group folder; compare it with factorlab compare",
+    )  # fmt: skip
+    parser.epilog = (
+        "example: factorlab run recipes/quickstart.toml run.epochs=2\n"
+        "         factorlab run --resume runs/quickstart-20261128-101500\n"
+        "         factorlab run recipes/synth/expression.toml --seeds 0,1,2"
+    )
 
     def handle(args: argparse.Namespace) -> int:
         from factorlab.recipe import load_recipe
         from factorlab.train import resume_run, run_recipe
 
+        if args.resume and args.seeds:
+            raise FactorlabError("--resume and --seeds do not go together: resume each seed's run folder on its own")
         if args.resume:
             if args.recipe:
                 args.overrides = [args.recipe, *args.overrides]
@@ -44,7 +54,19 @@ def run_command(parser: argparse.ArgumentParser) -> Handler:
                     "factorlab run needs a recipe file (or --resume RUNDIR), e.g. factorlab run recipes/quickstart.toml"
                 )
             overrides = list(args.overrides) + ([f"run.output={json.dumps(str(args.out))}"] if args.out else [])
-            rundir = run_recipe(load_recipe(args.recipe, overrides))
+            if args.seeds is not None:
+                from factorlab.recipe import check_output
+                from factorlab.seeds import parse_seeds, run_group
+
+                check_output(load_recipe(args.recipe, overrides))
+                group = run_group(args.recipe, overrides, parse_seeds(args.seeds), log=console.print)
+                console.print(f"group folder: {group}")
+                return 0
+            from factorlab.recipe import check_output
+
+            recipe = load_recipe(args.recipe, overrides)
+            check_output(recipe)
+            rundir = run_recipe(recipe)
         console.print(f"run folder: {rundir}")
         return 0
 
@@ -57,9 +79,10 @@ def validate_command(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("--print", action="store_true", help="print the resolved recipe as TOML")
 
     def handle(args: argparse.Namespace) -> int:
-        from factorlab.recipe import load_recipe
+        from factorlab.recipe import check_output, load_recipe
 
         recipe = load_recipe(args.recipe, args.overrides)
+        check_output(recipe)
         if args.print:
             print(recipe.to_toml(), end="")
         else:
@@ -140,11 +163,3 @@ def data_command(parser: argparse.ArgumentParser) -> Handler:
 
     return handle
 
-
-COMMANDS = [
-    ("run", run_command, "train a recipe; writes a run folder (metrics, checkpoints, summary)"),
-    ("validate", validate_command, "check a recipe (and overrides) without running it"),
-    ("plugins", plugins_command, "list plugins, their versions and what each registered"),
-    ("ls", ls_command, "list registered parts (encoders, branches, ...) and the recipes under recipes/"),
-    ("data", data_command, "look at data sets: `factorlab data preview synthfaces --out grid.png`"),
-]

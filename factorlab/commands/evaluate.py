@@ -24,12 +24,16 @@ examples:
   factorlab eval runs/synth-expression-20261128-101500             test split, report.md + report.html
   factorlab eval RUNDIR --max-samples 2000 --no-probes             faster: fewer samples, no leakage probes
   factorlab eval RUNDIR --split val --tsne                          val split, with t-SNE projections too
+  factorlab eval RUNDIR --metrics dci mig --metric-option dci.max_train=1000
+                                    only DCI and MIG, DCI fitted on 1000 train samples (factorlab ls metrics)
 """
 
 COMPARE_EPILOG = """\
 examples:
   factorlab compare runs/synth-expression-* runs/synth-baseline-*  --table 1      paper Table 1 layout
   factorlab compare runs/synth-ablation-* --table 2 --out table2.md               paper Table 2 layout
+  factorlab compare runs/synth-baseline-GROUP runs/synth-expression-GROUP          seed groups (run --seeds):
+                                    mean ± std (n) of every metric, Welch t-test against the first group
 """
 
 
@@ -55,12 +59,23 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
     )
     parser.add_argument("--no-probes", action="store_true", help="skip the post-hoc leakage probes (the slowest part)")
     parser.add_argument("--tsne", action="store_true", help="also draw t-SNE projections (slower than PCA)")
-    parser.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint to load")
+    parser.add_argument(
+        "--checkpoint", choices=["best", "last"],
+        help="which checkpoint to load (default: the recipe's run.checkpoint, the one summary.json scores)",
+    )  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the samples, probes and pairs")
     parser.add_argument(
         "--swap", type=int, nargs="?", const=500, default=0, metavar="PAIRS",
         help="also score code swaps against the renderer's true images (SynthFaces runs with a decoder; default 500 pairs)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--metrics", nargs="+", metavar="NAME",
+        help="run only these registered metrics (default: the recipe's [eval] metrics, else all; factorlab ls metrics)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--metric-option", action="append", default=[], metavar="METRIC.KEY=VALUE",
+        help="set one metric option over the recipe's [eval.options.METRIC], e.g. dci.max_train=1000 (repeatable)",
     )  # fmt: skip
     parser.epilog = EVAL_EPILOG
 
@@ -84,6 +99,16 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
             tsne=args.tsne,
             seed=args.seed,
             log=lambda message: console.print(f"[dim]{message}...[/]"),
+            metric_names=args.metrics,
+            metric_options=args.metric_option,
+        )
+        from factorlab.modelcard import write_model_card
+
+        write_model_card(args.rundir)  # refresh MODEL_CARD.md with the evaluation's numbers
+        info = result["checkpoint_info"]
+        console.print(
+            f"checkpoint {info['name']}: {info['file']}, epoch {info['epoch']}, {info['selected_on']} "
+            "(the one summary.json scores unless --checkpoint says otherwise)"
         )
         console.print(_rich_table(head_table(result)))
         if "probes" in result:
@@ -91,11 +116,21 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
             # the terminal is narrow: "test halves (test classes not in train)" -> "test halves"
             probes.rows = [[*row[:-1], row[-1].split(" (")[0]] for row in probes.rows]
             console.print(_rich_table(probes))
-        console.print(_rich_table(similarity_summary_table(result)))
-        console.print(_rich_table(report.disentanglement_table(result["mig"], result["dci"])))
-        console.print(
-            _rich_table(report.code_factor_table(result["dci"]["code_importance"], "DCI importance (codes x factors)"))
-        )
+        if "similarity" in result:
+            console.print(_rich_table(similarity_summary_table(result)))
+        if "mig" in result or "dci" in result:
+            console.print(_rich_table(report.disentanglement_table(result.get("mig"), result.get("dci"))))
+        if "dci" in result:
+            importance = result["dci"]["code_importance"]
+            console.print(_rich_table(report.code_factor_table(importance, "DCI importance (codes x factors)")))
+        plugin_rows = [
+            [name, key, value]
+            for name, values in result.get("plugin_metrics", {}).items()
+            for key, value in values.items()
+            if key != "plugin"
+        ]
+        if plugin_rows:
+            console.print(_rich_table(report.Table(["metric", "value of", "value"], plugin_rows, "Plugin metrics")))
         if args.swap:
             from factorlab.swap import evaluate_swaps, format_scores
 
@@ -216,6 +251,8 @@ def _read_eval(rundir: Path) -> dict | None:
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise FactorlabError(f"{path} is not UTF-8 text: it is damaged; rerun factorlab eval {rundir}") from None
     except json.JSONDecodeError as err:
         raise FactorlabError(f"{path}, line {err.lineno}: not valid JSON ({err.msg}); rerun factorlab eval") from None
 
@@ -242,7 +279,13 @@ def compare_tables(rundirs: Sequence[Path], which: str = "all", split: str = "te
 
 def compare_command(parser: argparse.ArgumentParser) -> Handler:
     """factorlab compare RUNDIR... [--table 1|2|all] [--out compare.md]"""
-    parser.add_argument("rundirs", type=Path, nargs="+", metavar="RUNDIR", help="finished run folders")
+    parser.add_argument(
+        "rundirs",
+        type=Path,
+        nargs="+",
+        metavar="RUNDIR",
+        help="finished run folders or seed-group folders (run --seeds)",
+    )
     parser.add_argument(
         "--table", default="all", choices=["1", "2", "all"], help="paper Table 1, Table 2, or all (default)"
     )
@@ -251,12 +294,16 @@ def compare_command(parser: argparse.ArgumentParser) -> Handler:
     parser.epilog = COMPARE_EPILOG
 
     def handle(args: argparse.Namespace) -> int:
-        tables = compare_tables(args.rundirs, args.table, args.split)
+        from factorlab.seeds import group_tables, is_group
+
+        if any(is_group(path) for path in args.rundirs):  # seed groups: mean ± std over seeds, Welch t-tests
+            tables = group_tables(args.rundirs, args.split)
+        else:
+            tables = compare_tables(args.rundirs, args.table, args.split)
         for table in tables:
             console.print(_rich_table(table))
         if args.out:
             text = "\n\n".join(f"**{t.caption}**\n\n{report.markdown_table(t.headers, t.rows)}" for t in tables)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(args.out, text + "\n")
             console.print(f"wrote {args.out}")
         return 0

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
 from rich.console import Console
 
 from factorlab.errors import FactorlabError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 console = Console(highlight=False)
 INDEX = re.compile(r"^(train|val|test):(\d+)$")
@@ -26,6 +29,7 @@ examples:
 
 def read_photo(path: Path) -> np.ndarray:
     """An image file as uint8 (H, W, 3); a clear error when it is missing or not an image."""
+    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
@@ -35,12 +39,16 @@ def read_photo(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
+    except Image.DecompressionBombError as exc:
+        raise FactorlabError(f"image {path} is too large to decode safely ({exc}); give a smaller image") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise FactorlabError(f"cannot read image {path}: {exc}; give a PNG or JPEG file") from None
 
 
 def load_inputs(specs: list[str], recipe, model, *, align: bool) -> tuple[torch.Tensor, list[str]]:
     """Images for `specs` (files, or `split:index` of the run's data set) as (N, 3, S, S) in [0, 1], and labels."""
+    import numpy as np
+
     from factorlab.data.align import FaceCropper, center_crop
     from factorlab.data.loading import build_dataset, to_float_images
 
@@ -100,15 +108,22 @@ def swap_command(parser: argparse.ArgumentParser):
     parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="split of random pairs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random pairs")
     parser.add_argument("--align", action="store_true", help="crop the face in image files with MTCNN")
-    parser.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint to load")
+    parser.add_argument(
+        "--checkpoint", choices=["best", "last"],
+        help="which checkpoint to load (default: the recipe's run.checkpoint, the one summary.json scores)",
+    )  # fmt: skip
     parser.add_argument(
         "--score", action="store_true", help="score swaps against the true images (SynthFaces): swap_scores.json"
     )
     parser.epilog = EPILOG
 
     def handle(args: argparse.Namespace) -> int:
+        import numpy as np
+
         from factorlab import swap
         from factorlab.data.loading import build_dataset
+        from factorlab.files import check_writable_dir
+        from factorlab.resources import check_memory
 
         if args.pairs is not None and args.pairs < 1:
             raise FactorlabError(f"--pairs {args.pairs}: give a positive number of pairs")
@@ -122,6 +137,7 @@ def swap_command(parser: argparse.ArgumentParser):
             )
         if args.out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
             raise FactorlabError(f"--out {args.out}: give an image file name such as swap.png")
+        check_writable_dir(args.out.parent, "--out")
         recipe, model = swap.load_decoder_run(args.run, args.checkpoint)  # clear errors: missing run, no decoder
         names = (
             tuple(c.strip() for c in args.codes.split(",") if c.strip()) if args.codes else swap.default_codes(model)
@@ -143,6 +159,11 @@ def swap_command(parser: argparse.ArgumentParser):
             row_labels = [f"1: {labels[0]}\n2: {labels[1]}"]
         else:
             dataset = build_dataset(recipe, args.split, model.factors)
+            check_memory(
+                swap.grid_bytes(args.pairs, recipe.data.image_size),
+                f"a grid of --pairs {args.pairs}",
+                "ask for fewer pairs; a grid is for looking at a few dozen",
+            )
             factor_labels = {f: np.asarray(dataset.labels(f)) for f in model.factors if f in dataset.classes}
             pairs = swap.random_pairs(factor_labels, args.pairs, seed=args.seed)
             specs = [[f"{args.split}:{i}" for i in pair] for pair in pairs.tolist()]

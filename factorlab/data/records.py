@@ -177,6 +177,8 @@ def read_image(path: Path, where: str = "") -> np.ndarray:
             return np.array(im.convert("RGB"))  # a writable copy: torch warns on read-only arrays
     except UnidentifiedImageError:
         raise DataError(f"{prefix}{path} is not an image Pillow can read; replace it or set on_error=skip") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{prefix}image {path} is too large to decode safely ({exc}); resize it or remove it") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{prefix}image {path} is corrupt or truncated ({exc}); download it again") from None
 
@@ -189,13 +191,22 @@ def csv_records(
     The header must name `columns`; a row with too few fields or a NULL/empty `required` field is
     reported to `problems` with its file and line, and skipped.
     """
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
-        header = [c.strip() for c in next(reader, [])]
+        try:
+            header = [c.strip() for c in next(reader, [])]
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(_not_csv(path, reader.line_num + 1, exc)) from None
         if any(c not in header for c in columns):
             raise DataError(f"{path}:1: header must name the columns {','.join(columns)}; found {header}")
         column = {c: header.index(c) for c in columns}
-        for row in reader:
+        while True:
+            try:
+                row = next(reader, None)
+            except (UnicodeDecodeError, csv.Error) as exc:
+                raise DataError(_not_csv(path, reader.line_num + 1, exc)) from None
+            if row is None:
+                break
             where = f"{path}:{reader.line_num}"
             if not row:
                 continue
@@ -208,6 +219,14 @@ def csv_records(
                 problems(where, f"field(s) {', '.join(null)} are NULL or empty")
                 continue
             yield where, reader.line_num, value
+
+
+def _not_csv(path: Path, line: int, exc: Exception) -> str:
+    what = "is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"is not a valid CSV file ({exc})"
+    return (
+        f"{path}:{line}: the list {what}; it may be damaged or a binary file. Check that the data set root "
+        "holds the official files (docs/datasets/ lists them), and download the list again if needed"
+    )
 
 
 def check_image_file(path: Path, where: str, problems: Problems) -> bool:
