@@ -28,4 +28,19 @@ def build_model(recipe, **kwargs):
     return _build(recipe, **kwargs)
 
 
-__all__ = ["Factor", "FactorlabError", "__version__", "build_model", "hookimpl", "load_recipe"]
+def load(path, **kwargs):
+    """A Predictor for a run folder or an exported .onnx file (see factorlab.predict.load)."""
+    from factorlab.predict import load as _load
+
+    return _load(path, **kwargs)
+
+
+def __getattr__(name: str):
+    if name == "Predictor":  # imported on first use: `import factorlab` stays free of torch
+        from factorlab.predict import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'factorlab' has no attribute {name!r}")
+
+
+__all__ = ["Factor", "FactorlabError", "Predictor", "__version__", "build_model", "hookimpl", "load", "load_recipe"]

@@ -85,7 +85,7 @@ def align_landmarks(image: np.ndarray, landmarks: np.ndarray, size: int, margin:
 
 
 class MTCNNDetector:
-    """facenet-pytorch's MTCNN, batched over images of equal shape; keeps the largest face of each image."""
+    """facenet-pytorch's MTCNN, batched over images of equal shape (faces sorted largest first)."""
 
     def __init__(self, device: str = "cpu", batch_size: int = 16, min_face_size: int = 20) -> None:
         from facenet_pytorch import MTCNN
@@ -95,18 +95,25 @@ class MTCNNDetector:
 
     def detect(self, images: list[np.ndarray]) -> list[tuple[tuple[float, float, float, float], np.ndarray] | None]:
         """Per image: (box as x, y, width, height; 5 landmarks) of its largest face, or None when none is found."""
-        results: list = [None] * len(images)
+        return [faces[0][:2] if faces else None for faces in self.detect_all(images)]
+
+    def detect_all(
+        self, images: list[np.ndarray]
+    ) -> list[list[tuple[tuple[float, float, float, float], np.ndarray, float]]]:
+        """Per image: every face found as (box x, y, width, height; 5 landmarks; probability), largest first."""
+        results: list = [[] for _ in images]
         by_shape: dict[tuple, list[int]] = defaultdict(list)
         for i, image in enumerate(images):
             by_shape[image.shape].append(i)
         for indices in by_shape.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
-                boxes, _, points = self.mtcnn.detect(np.stack([images[i] for i in chunk]), landmarks=True)
-                for i, box, point in zip(chunk, boxes, points, strict=True):
-                    if box is not None and len(box):
-                        x0, y0, x1, y1 = (float(v) for v in box[0])
-                        results[i] = ((x0, y0, x1 - x0, y1 - y0), np.asarray(point[0], dtype=np.float64))
+                boxes, probs, points = self.mtcnn.detect(np.stack([images[i] for i in chunk]), landmarks=True)
+                for i, box, prob, point in zip(chunk, boxes, probs, points, strict=True):
+                    for k in range(0 if box is None else len(box)):
+                        x0, y0, x1, y1 = (float(v) for v in box[k])
+                        face = ((x0, y0, x1 - x0, y1 - y0), np.asarray(point[k], dtype=np.float64), float(prob[k]))
+                        results[i].append(face)
         return results
 
 
