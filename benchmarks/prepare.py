@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from factorlab.commands.prepare import SOURCES, prepare
+from factorlab.commands.prepare import source_of
 from factorlab.data import imagefolder
 from factorlab.data.loading import make_loader
+from factorlab.data.prepare import prepare
 from factorlab.data.sampling import FaceAugment, epoch_order
 from factorlab.factors import Factor
 
@@ -43,7 +44,7 @@ def make_tree(root: Path, n: int, seed: int = 0) -> Path:
 def time_prepare(root: Path, out: Path, align: str, workers: int, size: int) -> float:
     config = imagefolder.ImageFolderConfig(root=root, align=align, on_error="skip", factor="identity")
     start = time.perf_counter()
-    result = prepare(SOURCES["imagefolder"], config, out, image_size=size, shard_size=100, workers=workers)
+    result = prepare(source_of("imagefolder"), config, out, image_size=size, shard_size=100, workers=workers)
     rate = result.images / (time.perf_counter() - start)
     print(
         f"prepare align={align:6s} workers={workers}: {result.images} images, {result.skipped} skipped, {rate:8.1f} images/s"

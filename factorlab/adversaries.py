@@ -13,6 +13,8 @@ The trainer orchestrates two steps per batch and leaves both losses to the adver
 - `grl` (DANN, Ganin et al. 2016): the encoder loss is the adversary's own cross-entropy, computed
   through a gradient reversal layer, so the code is pushed to *raise* it; the reversal weight ramps up
   as lambda = 2 / (1 + exp(-gamma * progress)) - 1.
+"""
+
 from __future__ import annotations
 
 import math

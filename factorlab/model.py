@@ -79,9 +79,24 @@ class AdversarySet(nn.Module):
         self.adversaries = nn.ModuleDict(adversaries)
         self.links = links
 
-    def forward(self, codes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Each adversary's logits on its code."""
-        return {link.key: self.adversaries[link.key](codes[link.code].flatten(1)) for link in self.links}
+    def forward(self, codes: dict[str, torch.Tensor], labels: dict[str, torch.Tensor] | None = None) -> dict:
+        """Without labels: each adversary's logits on its code (adversaries without a classifier left out).
+
+        With labels (the adversary step, called through DDP so gradients are averaged): `key -> (loss, logits)`,
+        the adversary's own loss (None when it has nothing to train) and its logits (or None).
+        """
+        if labels is None:
+            out = {}
+            for link in self.links:
+                logits = self.adversaries[link.key].logits(codes[link.code].flatten(1))
+                if logits is not None:
+                    out[link.key] = logits
+            return out
+        result = {}
+        for link in self.links:
+            adversary, code = self.adversaries[link.key], codes[link.code].flatten(1)
+            result[link.key] = (adversary.adversary_loss(code, labels[link.factor]), adversary.logits(code))
+        return result
 
 
 class Disentangler(nn.Module):

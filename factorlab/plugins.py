@@ -8,8 +8,10 @@ the others down. A name registered twice is an error naming both plugins.
 
 from __future__ import annotations
 
+import importlib
 import os
 import traceback
+import types
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -113,17 +115,28 @@ def load_plugins(extra: dict[str, Any] | None = None, *, entry_points: bool = Tr
     for name, obj in (extra or {}).items():
         candidates.append((name, getattr(obj, "__name__", type(obj).__name__), "", lambda obj=obj: obj))
 
-    for name, module, version, load in candidates:
-        info = PluginInfo(name=name, module=module, version=version)
-        infos.append(info)
+    queue = list(reversed(candidates))
+    while queue:
+        name, module, version, load = queue.pop()
         if name in blocked:
+            infos.append(PluginInfo(name=name, module=module, version=version, status="disabled"))
             manager.set_blocked(name)
-            info.status = "disabled"
             continue
+        info = PluginInfo(name=name, module=module, version=version)
         try:
             plugin = load()
+            bundled = getattr(plugin, "PLUGINS", None)
+            if bundled is not None and isinstance(plugin, types.ModuleType):
+                # a package of plugin modules (factorlab.builtins): each is its own plugin, `<name>.<module>`
+                for sub in reversed(bundled):
+                    target = f"{plugin.__name__}.{sub}"
+                    queue.append((f"{name}.{sub}", target, version, lambda t=target: importlib.import_module(t)))
+                continue
+            infos.append(info)
             manager.register(plugin, name=name)
         except Exception as exc:  # a plugin that fails to import is reported, the rest still load
+            if info not in infos:
+                infos.append(info)
             info.status, info.error = "failed", f"import failed: {_error_text(exc)}"
             continue
         try:

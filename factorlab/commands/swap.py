@@ -50,6 +50,7 @@ def load_inputs(specs: list[str], recipe, model, *, align: bool) -> tuple[torch.
     import numpy as np
 
     from factorlab.data.align import FaceCropper, center_crop
+    from factorlab.data.base import labels_for_evaluation
     from factorlab.data.loading import build_dataset, to_float_images
 
     size = recipe.data.image_size
@@ -70,7 +71,8 @@ def load_inputs(specs: list[str], recipe, model, *, align: bool) -> tuple[torch.
                     f"use an index from 0 to {len(dataset) - 1}"
                 )
             images[k] = np.asarray(dataset.image(index))
-            names = [dataset.classes[f][int(dataset.labels(f)[index])] for f in model.factors if f in dataset.classes]
+            views = [labels_for_evaluation(dataset, f) for f in model.factors if f in dataset.classes]
+            names = [classes[int(labels[index])] for labels, classes in views]
             labels[k] = f"{spec} {' '.join(names)}".strip()
         else:
             photos[k] = read_photo(Path(spec))

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from factorlab.commands.prepare import SOURCES, add_prepare_command, prepare
+from factorlab.commands.prepare import add_prepare_command, source_of
 from factorlab.data import affectnet, ckplus, imagefolder
 from factorlab.data.cache import open_cache
+from factorlab.data.prepare import prepare
 from factorlab.errors import DataError, RecipeError, UnknownNameError
 from factorlab.factors import Factor
 from factorlab.testing.layouts import (
@@ -54,7 +55,7 @@ def config(root: Path, **kw) -> affectnet.AffectNetConfig:
 
 def test_prepare_writes_shards_index_and_a_report_of_what_it_skipped(messy_affectnet, tmp_path):
     out = tmp_path / "cache"
-    result = prepare(SOURCES["affectnet"], config(messy_affectnet), out, image_size=32, shard_size=7)
+    result = prepare(source_of("affectnet"), config(messy_affectnet), out, image_size=32, shard_size=7)
     assert result.images == 24 - 1 + 16 and result.skipped == 2 and result.shards == 6
     assert sorted(p.name for p in (out / "shards").glob("*.npy")) == [f"{k:05d}.npy" for k in range(6)]
     report = (out / "report.txt").read_text()
@@ -71,7 +72,7 @@ def test_prepare_writes_shards_index_and_a_report_of_what_it_skipped(messy_affec
 
 def test_cache_round_trip_is_byte_equal_to_decoding(messy_affectnet, tmp_path):
     out = tmp_path / "cache"
-    prepare(SOURCES["affectnet"], config(messy_affectnet, align="landmarks"), out, image_size=40, shard_size=5)
+    prepare(source_of("affectnet"), config(messy_affectnet, align="landmarks"), out, image_size=40, shard_size=5)
     factors = {"expression": EXPRESSION_8}
     for split in ("train", "val", "test"):
         direct = affectnet.build(
@@ -98,7 +99,7 @@ class Interrupt(Exception):
 
 
 def test_resume_after_an_interruption_gives_the_same_bytes(messy_affectnet, tmp_path):
-    source, shard_size = SOURCES["affectnet"], 4
+    source, shard_size = source_of("affectnet"), 4
     reference = tmp_path / "reference"
     prepare(source, config(messy_affectnet), reference, image_size=32, shard_size=shard_size, workers=2)
 
@@ -139,14 +140,14 @@ def test_resume_after_an_interruption_gives_the_same_bytes(messy_affectnet, tmp_
 
 def test_a_killed_prepare_process_resumes(messy_affectnet, tmp_path):
     out, reference = tmp_path / "killed", tmp_path / "reference"
-    prepare(SOURCES["affectnet"], config(messy_affectnet), reference, image_size=32, shard_size=2)
+    prepare(source_of("affectnet"), config(messy_affectnet), reference, image_size=32, shard_size=2)
     script = (
         "import sys, time\n"
-        "from factorlab.commands.prepare import SOURCES, prepare\n"
+        "from factorlab.commands.prepare import source_of\nfrom factorlab.data.prepare import prepare\n"
         "from factorlab.data.affectnet import AffectNetConfig\n"
         "def slow(done, total):\n"
         "    print(done, flush=True); time.sleep(0.3)\n"
-        f"prepare(SOURCES['affectnet'], AffectNetConfig(root={str(messy_affectnet)!r}, on_error='skip'), "
+        f"prepare(source_of('affectnet'), AffectNetConfig(root={str(messy_affectnet)!r}, on_error='skip'), "
         f"{str(out)!r}, image_size=32, shard_size=2, on_progress=slow)\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -157,19 +158,19 @@ def test_a_killed_prepare_process_resumes(messy_affectnet, tmp_path):
     child.wait()
     child.stdout.close()
     assert not (out / "index.json").exists() and len(list((out / "shards").glob("*.json"))) >= 3
-    prepare(SOURCES["affectnet"], config(messy_affectnet), out, image_size=32, shard_size=2)
+    prepare(source_of("affectnet"), config(messy_affectnet), out, image_size=32, shard_size=2)
     assert tree(out) == tree(reference)
 
 
 def test_prepare_refuses_a_folder_prepared_otherwise(messy_affectnet, tmp_path):
     out = tmp_path / "cache"
-    prepare(SOURCES["affectnet"], config(messy_affectnet), out, image_size=32, shard_size=50)
+    prepare(source_of("affectnet"), config(messy_affectnet), out, image_size=32, shard_size=50)
     with pytest.raises(DataError, match="prepared with other settings"):
-        prepare(SOURCES["affectnet"], config(messy_affectnet), out, image_size=48, shard_size=50)
+        prepare(source_of("affectnet"), config(messy_affectnet), out, image_size=48, shard_size=50)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(DataError, match="exists and is not a factorlab cache"):
-        prepare(SOURCES["affectnet"], config(messy_affectnet), tmp_path / "other", image_size=32)
+        prepare(source_of("affectnet"), config(messy_affectnet), tmp_path / "other", image_size=32)
     with pytest.raises(DataError, match="holds 32x32 images but the recipe asks for 64x64"):
         affectnet.build(
             config(messy_affectnet, cache=out), split="test", image_size=64, factors={"expression": EXPRESSION_8}
@@ -186,7 +187,7 @@ def test_mtcnn_prepare_keeps_real_faces_and_lists_the_rest(tmp_path):
     Image.fromarray(skimage_data.astronaut()).save(root / "happy" / "astronaut.jpg", quality=92)
     out = tmp_path / "cache"
     result = prepare(
-        SOURCES["imagefolder"],
+        source_of("imagefolder"),
         imagefolder.ImageFolderConfig(root=root, align="mtcnn", on_error="skip"),
         out,
         image_size=64,
@@ -246,7 +247,7 @@ def test_grayscale_frames_are_cached_as_rgb(tmp_path):
     (root / "sad").mkdir(parents=True)
     face(2, 40, mode="L").save(root / "sad" / "gray.png")
     out = tmp_path / "cache"
-    prepare(SOURCES["imagefolder"], imagefolder.ImageFolderConfig(root=root), out, image_size=24)
+    prepare(source_of("imagefolder"), imagefolder.ImageFolderConfig(root=root), out, image_size=24)
     image = open_cache(out, dataset="imagefolder", image_size=24).image(0)
     assert image.shape == (24, 24, 3) and label_of(image) == 2
     assert np.array_equal(image[..., 0], image[..., 1])
@@ -256,7 +257,7 @@ def test_a_cache_prepared_with_other_options_is_refused(tmp_path):
     root = write_ckplus(tmp_path / "ck")
     out = tmp_path / "cache"
     prepared = ckplus.CKPlusConfig(root=root, align="none", last_frames=3)
-    prepare(SOURCES["ckplus"], prepared, out, image_size=32, shard_size=8)
+    prepare(source_of("ckplus"), prepared, out, image_size=32, shard_size=8)
     same = prepared.model_copy(update={"cache": out, "fold": 1})  # choosing another fold is fine
     assert len(ckplus.build(same, split="train", image_size=32, factors={})) > 0
     other = prepared.model_copy(update={"cache": out, "last_frames": 1})
@@ -267,5 +268,5 @@ def test_a_cache_prepared_with_other_options_is_refused(tmp_path):
 def test_prepare_refuses_a_shard_size_below_one(tmp_path):
     root = write_ckplus(tmp_path / "ck")
     with pytest.raises(RecipeError, match="--shard-size 0"):
-        prepare(SOURCES["ckplus"], ckplus.CKPlusConfig(root=root, align="none"), tmp_path / "c", shard_size=0)
+        prepare(source_of("ckplus"), ckplus.CKPlusConfig(root=root, align="none"), tmp_path / "c", shard_size=0)
     assert not (tmp_path / "c").exists(), "nothing is written before the options are checked"

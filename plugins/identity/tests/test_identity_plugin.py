@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import json
+import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from factorlab.plugins import get_host
 from factorlab.recipe import load_recipe
 from factorlab.testing import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]  # the factorlab repository (plugins/identity/tests/ -> root)
 RECIPE = ROOT / "recipes" / "synth" / "identity-swap.toml"
 
 
@@ -53,13 +55,27 @@ def test_identity_plugin_loads_in_a_fresh_process_and_can_be_disabled() -> None:
 
 
 def test_identity_plugin_imports_only_the_public_api() -> None:
-    source = Path(factorlab_identity.__file__).read_text()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("factorlab"):
-            assert node.module == "factorlab", f"imports the internal module {node.module}"
-            assert all(alias.name in factorlab.__all__ for alias in node.names)
-        if isinstance(node, ast.Import):
-            assert all(a.name == "factorlab" or not a.name.startswith("factorlab") for a in node.names)
+    package = Path(factorlab_identity.__file__).parent
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("factorlab"):
+                if node.module == "factorlab_identity":
+                    continue  # its own modules
+                assert node.module == "factorlab", f"{path.name} imports the internal module {node.module}"
+                assert all(alias.name in factorlab.__all__ for alias in node.names), path.name
+            if isinstance(node, ast.Import):
+                assert all(a.name == "factorlab" or not a.name.startswith("factorlab") for a in node.names)
+
+
+def test_registering_the_identity_plugin_imports_neither_torch_nor_numpy() -> None:
+    code = (
+        "import sys, factorlab_identity\n"
+        "from factorlab.plugins import load_plugins\n"
+        "load_plugins({'identity-only': factorlab_identity}, entry_points=False)\n"
+        "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 # ---------------------------------------------------------------------------------------------
