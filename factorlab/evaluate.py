@@ -85,6 +85,7 @@ def encode_split(
     model, dataset, split: str, *, max_samples: int | None, seed: int, device: torch.device, batch_size: int = 256
 ) -> Encoded:
     """Encode (a seeded sample of) a split: codes, labels, head and adversary predictions, ground truth."""
+    from factorlab.data.base import labels_for_evaluation
     from factorlab.data.loading import eval_loader, to_device
 
     indices = sample_indices(len(dataset), max_samples, seed)
@@ -107,8 +108,10 @@ def encode_split(
     joined = {key: np.concatenate(parts) for key, parts in chunks.items()}
     codes = {key[len("code:") :]: value for key, value in joined.items() if key.startswith("code:")}
     predictions = {key: value for key, value in joined.items() if not key.startswith("code:")}
-    labels = {factor: np.asarray(dataset.labels(factor))[indices].astype(np.int64) for factor in dataset.classes}
-    classes = {factor: list(names) for factor, names in dataset.classes.items()}
+    # held-out classes (identities only val/test show) are appended after the model's classes
+    views = {factor: labels_for_evaluation(dataset, factor) for factor in dataset.classes}
+    labels = {factor: labels[indices].astype(np.int64) for factor, (labels, _) in views.items()}
+    classes = {factor: list(names) for factor, (_, names) in views.items()}
     return Encoded(
         split, indices, codes, labels, classes, predictions, discrete_ground_truth(dataset, indices, set(labels))
     )

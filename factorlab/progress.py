@@ -110,7 +110,9 @@ class Reporter:
         self.close()
         if not self.enabled:
             return
-        table = Table(title=f"{summary['name']}: final metrics", title_justify="left")
+        info = summary.get("checkpoint") or {}
+        scored = f", checkpoint {info['name']} ({info['file']}, epoch {info['epoch']})" if info else ""
+        table = Table(title=f"{summary['name']}: final metrics{scored}", title_justify="left")
         table.add_column("metric")
         for split in summary["splits"]:
             table.add_column(split, justify="right")

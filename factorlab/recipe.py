@@ -226,6 +226,27 @@ class FactorSection(PartSection):
     """Options of one factor (keys from the factor's own config model, e.g. expression: classes = 7)."""
 
 
+class EvalSection(Section):
+    """`factorlab eval`: which registered metrics run (`factorlab ls metrics`) and their options."""
+
+    metrics: list[str] | None = Field(
+        None,
+        description="The registered metrics `factorlab eval` runs, in this order, e.g. ['probes', 'dci']; "
+        "None = every registered metric (`--metrics` on the command line replaces this list).",
+    )
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Options per metric, one table each, e.g. [eval.options.dci] with max_train = 1000 (keys: the "
+        "metric's own, listed under 'Registered parts'); `--metric-option dci.max_train=1000` sets one on top.",
+    )
+
+    _options: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+
+    def config(self, name: str, entry: Any) -> BaseModel:
+        """The validated options of metric `name` (its registry `entry`'s defaults when the recipe sets none)."""
+        return self._options.get(name) or entry.config()
+
+
 class Recipe(Section):
     """A whole experiment."""
 
@@ -239,6 +260,7 @@ class Recipe(Section):
     loss: LossSection = Field(default_factory=LossSection)
     optim: OptimSection = Field(default_factory=OptimSection)
     factors: dict[str, FactorSection] = Field(default_factory=dict)
+    eval: EvalSection | None = None
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -472,6 +494,8 @@ def resolve_parts(recipe: Recipe, context: ErrorContext | None = None) -> None:
         except ValidationError as exc:
             errors.extend(context.error_lines(exc, prefix=("factors", factor)))
 
+    if not errors and recipe.data.dataset in host.registry("datasets"):
+        errors += check_dataset_labels(recipe, context, host)
     for kind, parts in (("heads", recipe.heads), ("adversaries", recipe.adversaries)):
         for i, part in enumerate(parts):
             if part.code not in recipe.codes:
@@ -489,8 +513,44 @@ def resolve_parts(recipe: Recipe, context: ErrorContext | None = None) -> None:
         )
     if not recipe.heads:
         errors.append(context.line(("heads",), "a recipe needs at least one [[heads]] entry (factor, code, type)"))
+    if recipe.eval is not None:
+        errors += resolve_eval(recipe.eval, context, host)
     if errors:
         raise RecipeError(context.header() + "\n".join(f"  {e}" for e in errors))
+
+
+def check_dataset_labels(recipe: Recipe, context: ErrorContext, host: Any) -> list[str]:
+    """The recipe's data set can label every factor it uses (natively, or the factor derives it from ground truth)."""
+    from factorlab.factors import dataset_label_info, label_check, resolve_factors
+
+    entry = host.get("datasets", recipe.data.dataset)
+    labels, truth = dataset_label_info(entry)
+    errors = []
+    for name, factor in resolve_factors(recipe).items():
+        problem = label_check(recipe.data.dataset, labels, truth, factor)
+        if problem:
+            errors.append(context.line(("data", "dataset"), problem))
+    return errors
+
+
+def resolve_eval(section: EvalSection, context: ErrorContext, host: Any) -> list[str]:
+    """Check the [eval] section's metric names against the registry and validate each metric's options."""
+    registry = host.registry("metrics")
+    errors: list[str] = []
+    for i, name in enumerate(section.metrics or []):
+        if name not in registry:
+            errors.append(context.line(("eval", "metrics", i), registry.unknown_message(name)))
+        elif section.metrics.index(name) != i:
+            errors.append(context.line(("eval", "metrics", i), f"{name!r} is listed twice; list each metric once"))
+    for name, keys in section.options.items():
+        if name not in registry:
+            errors.append(context.line(("eval", "options", name), registry.unknown_message(name)))
+            continue
+        try:
+            section._options[name] = registry.get(name).config.model_validate(keys)
+        except ValidationError as exc:
+            errors.extend(context.error_lines(exc, prefix=("eval", "options", name)))
+    return errors
 
 
 def validation_metrics(recipe: Recipe) -> set[str]:

@@ -7,8 +7,11 @@ import json
 from pathlib import Path
 
 from factorlab.errors import FactorlabError, RunFolderError
+from factorlab.files import describe_torch_load_failure
 from factorlab.model import Disentangler, build_model
 from factorlab.recipe import Recipe, load_recipe
+
+CHECKPOINTS = "checkpoints"  # the run folder's checkpoint folder: last.pt, best.pt
 
 
 def check_run_dir(rundir: Path) -> Path:
@@ -25,12 +28,31 @@ def check_run_dir(rundir: Path) -> Path:
 
 def checkpoint_path(rundir: Path, checkpoint: str) -> Path:
     """The file of a run's checkpoint 'best' or 'last'; 'best' falls back to last.pt when no epoch was evaluated."""
-    from factorlab.train import CHECKPOINTS
-
     path = Path(rundir) / CHECKPOINTS / f"{checkpoint}.pt"
     if checkpoint == "best" and not path.is_file():
         path = Path(rundir) / CHECKPOINTS / "last.pt"
     return path
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint written by factorlab (no code is unpickled)."""
+    import torch
+
+    if not path.is_file():
+        raise FactorlabError(f"no checkpoint at {path}; a run writes checkpoints/last.pt after its first epoch")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch's text is not passed on: it suggests the unsafe weights_only=False
+        raise FactorlabError(
+            f"cannot read checkpoint: {describe_torch_load_failure(path, exc)}. A run folder's checkpoints are "
+            "checkpoints/last.pt and best.pt as the run wrote them"
+        ) from None
+    if not isinstance(state, dict) or not ({"model", "trainer"} & set(state)):
+        raise FactorlabError(
+            f"{path} is a torch file but not a factorlab checkpoint (no model weights in it); a run folder's "
+            "checkpoints are checkpoints/last.pt and best.pt as the run wrote them"
+        )
+    return state
 
 
 def default_checkpoint(rundir: Path) -> str:
@@ -40,8 +62,6 @@ def default_checkpoint(rundir: Path) -> str:
 
 def checkpoint_info(rundir: Path, checkpoint: str, metric: str | None = None) -> dict:
     """What names a scored checkpoint: {'name', 'file', 'epoch', 'selected_on', 'value'} (for summary and eval)."""
-    from factorlab.train import load_checkpoint
-
     path = checkpoint_path(rundir, checkpoint)
     state = load_checkpoint(path)
     best = path.name == "best.pt"
@@ -59,8 +79,6 @@ def load_run(rundir: Path, checkpoint: str | None = None) -> tuple[Recipe, Disen
 
     `checkpoint`: 'best' or 'last'; None = the recipe's run.checkpoint, the one summary.json scores.
     """
-    from factorlab.train import load_checkpoint
-
     rundir = check_run_dir(rundir)
     recipe = load_recipe(rundir / "recipe.toml")
     state = load_checkpoint(checkpoint_path(rundir, checkpoint or recipe.run.checkpoint))

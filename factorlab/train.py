@@ -32,9 +32,7 @@ from factorlab.errors import DataError, FactorlabError
 from factorlab.files import atomic_write, atomic_write_text
 from factorlab.model import Disentangler, build_model, resolve_factors
 from factorlab.recipe import Recipe, load_recipe
-from factorlab.rundir import RunLock
-
-CHECKPOINTS = "checkpoints"
+from factorlab.rundir import CHECKPOINTS, RunLock, load_checkpoint  # re-exported: their home is rundir
 
 
 class NonFiniteLoss(FactorlabError):
@@ -326,18 +324,38 @@ def evaluate(model: Disentangler, dataset, recipe: Recipe, device: torch.device)
             if link.key not in logits:  # an adversary without a classifier has no accuracy
                 continue
             prefix = f"{kind}/{link.factor}/{link.code}"
-            target = labels[link.factor]
-            _add(sums, f"{prefix}/correct", _correct(logits[link.key], target))
-            _add(sums, f"{prefix}/loss", losses.classification_loss(logits[link.key], target) * n)
+            # a negative label is a class the train split does not show (a held-out identity): not scored
+            known = labels[link.factor] >= 0
+            target, k = labels[link.factor][known], known.sum()
+            _add(sums, f"{prefix}/correct", _correct(logits[link.key][known], target))
+            if k:
+                _add(sums, f"{prefix}/loss", losses.classification_loss(logits[link.key][known], target) * k)
+            _add(sums, f"{prefix}/scored", k)
         for link in model.adversaries.links:
             adversary = model.adversaries.adversaries[link.key]
-            loss = adversary.encoder_loss(out["codes"][link.code].flatten(1), labels[link.factor], 1.0)
-            _add(sums, f"encoder_adv/{link.factor}/{link.code}/loss", loss * n)
+            known = labels[link.factor] >= 0
+            if known.any():
+                code = out["codes"][link.code].flatten(1)[known]
+                loss = adversary.encoder_loss(code, labels[link.factor][known], 1.0)
+                _add(sums, f"encoder_adv/{link.factor}/{link.code}/loss", loss * known.sum())
+            _add(sums, f"encoder_adv/{link.factor}/{link.code}/scored", known.sum())
         if "reconstruction" in out:
             _add(sums, "reconstruction/loss", reconstruction(images, out["reconstruction"].float()) * n)
         count += n
     model.train(was_training)
-    return _finish(sums, count)
+    return _per_scored_sample(_finish(sums, count))
+
+
+def _per_scored_sample(metrics: dict[str, float]) -> dict[str, float]:
+    """Means over the samples each metric scored (`<prefix>/scored` = their fraction); none scored -> left out."""
+    out = {}
+    for key, value in metrics.items():
+        if key.endswith("/scored"):
+            continue
+        fraction = metrics.get(key.rsplit("/", 1)[0] + "/scored", 1.0)
+        if fraction > 0:
+            out[key] = value / fraction
+    return out
 
 
 def _add(sums: dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
@@ -391,27 +409,6 @@ def _save_checkpoint(obj, path: Path) -> None:
             torch.save(obj, f)
 
     atomic_write(path, write)
-
-
-def load_checkpoint(path: Path) -> dict:
-    """Read a checkpoint written by factorlab (no code is unpickled)."""
-    if not path.is_file():
-        raise FactorlabError(f"no checkpoint at {path}; a run writes checkpoints/last.pt after its first epoch")
-    from factorlab.files import describe_torch_load_failure
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch's text is not passed on: it suggests the unsafe weights_only=False
-        raise FactorlabError(
-            f"cannot read checkpoint: {describe_torch_load_failure(path, exc)}. A run folder's checkpoints are "
-            "checkpoints/last.pt and best.pt as the run wrote them"
-        ) from None
-    if not isinstance(state, dict) or not ({"model", "trainer"} & set(state)):
-        raise FactorlabError(
-            f"{path} is a torch file but not a factorlab checkpoint (no model weights in it); a run folder's "
-            "checkpoints are checkpoints/last.pt and best.pt as the run wrote them"
-        )
-    return state
 
 
 def new_run_dir(recipe: Recipe) -> Path:
@@ -642,7 +639,7 @@ def log_images(reporter, model: Disentangler, dataset, epoch: int, device: torch
         reporter.first_images = False
     if model.net.decoder is None or len(images) < 2:
         return
-    from factorlab.swap import swap_grid, synthesize
+    from factorlab.synthesis import swap_grid, synthesize
 
     was_training = model.training
     model.eval()

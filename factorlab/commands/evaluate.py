@@ -14,7 +14,7 @@ from rich.table import Table
 
 from factorlab import report
 from factorlab.errors import FactorlabError
-from factorlab.files import atomic_write_text
+from factorlab.files import atomic_write_text, check_writable_dir
 
 console = Console(highlight=False)
 Handler = Callable[[argparse.Namespace], int]
@@ -296,6 +296,8 @@ def compare_command(parser: argparse.ArgumentParser) -> Handler:
     def handle(args: argparse.Namespace) -> int:
         from factorlab.seeds import group_tables, is_group
 
+        if args.out:  # now, not after the tables are computed
+            check_writable_dir(args.out.parent, "--out")
         if any(is_group(path) for path in args.rundirs):  # seed groups: mean ± std over seeds, Welch t-tests
             tables = group_tables(args.rundirs, args.split)
         else:

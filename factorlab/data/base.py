@@ -8,6 +8,12 @@ A registered data-set factory is called as
 set returns a label for each of them (and may return more). Labels are integer ids into
 `dataset.classes[factor]`, which follow the factor's canonical class order when the factor has one
 (`Factor.classes`); samples whose class is not among a factor's classes are dropped and counted.
+
+A factor without canonical classes (identity) takes as classes the names its TRAIN split shows, in
+every split, so classifiers (heads, adversaries and the adversary's uniform target) are built over the
+classes training can see: a subject held out for val or test is never a class. Its samples keep a
+distinct negative label, -(1 + j) for `dataset.unseen_classes[factor][j]`, so evaluation can still tell
+held-out subjects apart (verification, probes) while no classifier is trained or scored on them.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ class FactorDataset(Dataset):
     """
 
     classes: dict[str, list[str]]
+    #: factor -> names of classes that only val/test show (label -(1 + j) is name j); see the module docstring
+    unseen_classes: dict[str, list[str]] = {}
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -68,3 +76,34 @@ def remap_labels(
     mapped = lookup[labels]
     keep = mapped >= 0
     return keep, mapped[keep]
+
+
+def train_split_classes(native: Sequence[str], train_ids: np.ndarray) -> tuple[list[str], list[str], np.ndarray]:
+    """Classes of a factor without canonical classes: those its train split shows.
+
+    `train_ids`: the native ids (over `native`) of the train split's samples. Returns `(classes, unseen,
+    lookup)`: the native names the train split shows (in native order), the other names, and an array
+    that maps a native id to its id over `classes`, or to -(1 + j) for `unseen[j]`.
+    """
+    seen = np.zeros(len(native), dtype=bool)
+    seen[np.asarray(train_ids, dtype=np.int64)] = True
+    lookup = np.empty(len(native), dtype=np.int64)
+    lookup[seen] = np.arange(int(seen.sum()))
+    lookup[~seen] = -1 - np.arange(int((~seen).sum()))
+    classes = [name for name, s in zip(native, seen, strict=True) if s]
+    unseen = [name for name, s in zip(native, seen, strict=True) if not s]
+    return classes, unseen, lookup
+
+
+def evaluation_labels(labels: np.ndarray, classes: Sequence[str], unseen: Sequence[str]) -> tuple[np.ndarray, list]:
+    """Labels and class names with the unseen classes appended (-(1 + j) -> len(classes) + j), for evaluation only."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if not len(unseen):
+        return labels, list(classes)
+    return np.where(labels < 0, len(classes) - 1 - labels, labels), [*classes, *unseen]
+
+
+def labels_for_evaluation(dataset, factor: str) -> tuple[np.ndarray, list[str]]:
+    """A data set's labels of `factor` and class names, held-out classes appended (see `evaluation_labels`)."""
+    unseen = getattr(dataset, "unseen_classes", {}).get(factor, [])
+    return evaluation_labels(dataset.labels(factor), dataset.classes[factor], unseen)

@@ -12,7 +12,7 @@ import csv
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,13 +20,15 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
-from factorlab.data.base import FactorDataset, remap_labels
+from factorlab.data.align import FaceCropper
+from factorlab.data.base import FactorDataset, remap_labels, train_split_classes
+from factorlab.data.cache import open_cache
+from factorlab.data.types import AlignMode, Sample, Scan, Skipped, Table
 from factorlab.errors import DataError
 from factorlab.factors import Factor
 
 SPLITS = ("train", "val", "test")
 OnError = Literal["raise", "skip"]
-AlignMode = Literal["none", "box", "landmarks", "mtcnn"]
 
 
 class SourceConfig(BaseModel):
@@ -47,38 +49,6 @@ class SourceConfig(BaseModel):
     margin: float = Field(0.2, ge=0.0, le=1.0, description="Border added around a face box, as a fraction of its side.")
 
 
-@dataclass
-class Sample:
-    """One labelled image as listed by a data set."""
-
-    source: str  # image path relative to root, or "" when the pixels sit in the list file (FER2013)
-    where: str  # what messages name: "list file:line" or the image path
-    labels: dict[str, int]  # factor -> id over the data set's native class names
-    part: str = ""  # official partition ("train", "test", ...), "" when the data set has none
-    group: str = ""  # subject id, for subject-disjoint folds
-    box: tuple[float, float, float, float] | None = None  # x, y, width, height of the face
-    landmarks: np.ndarray | None = None  # (K, 2) points, x then y
-    pixels: np.ndarray | None = None  # the image itself when the list file holds it (FER2013)
-
-
-@dataclass
-class Skipped:
-    """A row or image that was left out, and why."""
-
-    where: str
-    reason: str
-
-
-@dataclass
-class Scan:
-    """The samples of a data set, its native class names per factor, and what was left out."""
-
-    samples: list[Sample]
-    classes: dict[str, list[str]]
-    skipped: list[Skipped] = field(default_factory=list)
-    dropped: dict[str, int] = field(default_factory=dict)  # expected exclusions (e.g. AffectNet's "None"), counted
-
-
 class Problems:
     """Raises a DataError, or records the problem and moves on, as `on_error` says."""
 
@@ -90,33 +60,6 @@ class Problems:
         if self.on_error == "raise":
             raise DataError(f"{where}: {reason} (set on_error=skip to skip such items and list them instead)")
         self.skipped.append(Skipped(where, reason))
-
-
-@dataclass
-class Table:
-    """Per-sample columns that split selection needs; built from a scan or read from a cache."""
-
-    sources: list[str]
-    wheres: list[str]
-    parts: np.ndarray  # str
-    groups: np.ndarray  # str
-    labels: dict[str, np.ndarray]  # factor -> int64 native ids
-    classes: dict[str, list[str]]
-
-    @classmethod
-    def from_samples(cls, samples: list[Sample], classes: dict[str, list[str]]) -> Table:
-        """Columns of `samples`."""
-        return cls(
-            sources=[s.source for s in samples],
-            wheres=[s.where for s in samples],
-            parts=np.array([s.part for s in samples], dtype=str),
-            groups=np.array([s.group for s in samples], dtype=str),
-            labels={f: np.array([s.labels[f] for s in samples], dtype=np.int64) for f in classes},
-            classes=classes,
-        )
-
-    def __len__(self) -> int:
-        return len(self.sources)
 
 
 def read_from_root(config: Any, sample: Sample) -> np.ndarray:
@@ -296,7 +239,10 @@ class RecordDataset(FactorDataset):
         split: str,
         skipped: list[Skipped] | None = None,
         images: Callable[[np.ndarray], np.ndarray] | None = None,
+        train_indices: np.ndarray | None = None,
     ) -> None:
+        """`train_indices`: the train split's rows of `table`, whose classes become those of factors without
+        canonical classes (identity); None = this split's own rows."""
         self.name, self.split = name, split
         self._image, self._images = image, images
         self.skipped = list(skipped or [])
@@ -304,6 +250,8 @@ class RecordDataset(FactorDataset):
         indices = np.asarray(indices, dtype=np.int64)
         labels: dict[str, np.ndarray] = {}
         self.classes = {}
+        self.unseen_classes = {}
+        train_rows = _rows_kept(table, np.asarray(indices if train_indices is None else train_indices), factors)
         for factor_name, factor in factors.items():
             if factor_name not in table.classes:
                 raise DataError(
@@ -311,9 +259,10 @@ class RecordDataset(FactorDataset):
                     f"Use a data set that labels {factor_name!r} or drop the factor from the recipe."
                 )
             native = table.classes[factor_name]
-            if factor.classes is None:
-                self.classes[factor_name] = list(native)
-                labels[factor_name] = table.labels[factor_name]
+            if factor.classes is None:  # classes the train split shows; held-out ones get negative labels
+                classes, unseen, lookup = train_split_classes(native, table.labels[factor_name][train_rows])
+                self.classes[factor_name], self.unseen_classes[factor_name] = classes, unseen
+                labels[factor_name] = lookup[table.labels[factor_name]]
                 continue
             keep, new = remap_labels(table.labels[factor_name][indices], native, factor.classes, where=name)
             self.dropped[factor_name] = int((~keep).sum())
@@ -354,6 +303,23 @@ class RecordDataset(FactorDataset):
         ]
 
 
+def _train_rows(source: Source, config: SourceConfig, table: Table, factors: dict[str, Factor]) -> np.ndarray | None:
+    """The train split's rows, when a factor takes its classes from the train split (else None: not needed)."""
+    if all(factor.classes is not None for factor in factors.values()):
+        return None
+    return source.select(config, table, "train")
+
+
+def _rows_kept(table: Table, rows: np.ndarray, factors: dict[str, Factor]) -> np.ndarray:
+    """The `rows` whose labels are among the classes of every factor that has canonical classes."""
+    rows = np.asarray(rows, dtype=np.int64)
+    for name, factor in factors.items():
+        if factor.classes is not None and name in table.classes:
+            keep, _ = remap_labels(table.labels[name][rows], table.classes[name], factor.classes, where=name)
+            rows = rows[keep]
+    return rows
+
+
 # options that only choose a split from the cached samples, or say where things are
 SPLIT_ONLY = frozenset(
     {"root", "cache", "on_error", "val_fraction", "test_fraction", "seed", "folds", "fold", "val_fold"}
@@ -379,9 +345,6 @@ def build_dataset(
     source: Source, config: SourceConfig, *, split: str, image_size: int, factors: dict[str, Factor]
 ) -> RecordDataset:
     """The split of `source` under `config`, read from the cache when `config.cache` is set."""
-    from factorlab.data.align import FaceCropper
-    from factorlab.data.cache import open_cache
-
     check_split(split, source.name)
     if config.cache is not None:
         cache = open_cache(config.cache, dataset=source.name, image_size=image_size)
@@ -396,6 +359,7 @@ def build_dataset(
             split=split,
             skipped=cache.skipped,
             images=cache.images,
+            train_indices=_train_rows(source, config, cache.table, factors),
         )
     scan = source.scan(config)
     table = Table.from_samples(scan.samples, scan.classes)
@@ -406,7 +370,10 @@ def build_dataset(
         sample = scan.samples[i]
         return cropper.crop(source.read(config, sample), sample)
 
-    dataset = RecordDataset(source.name, table, indices, image, factors, split=split, skipped=scan.skipped)
+    train_indices = _train_rows(source, config, table, factors)
+    dataset = RecordDataset(
+        source.name, table, indices, image, factors, split=split, skipped=scan.skipped, train_indices=train_indices
+    )
     dataset.dropped.update({f"listing: {k}": v for k, v in scan.dropped.items()})
     return dataset
 

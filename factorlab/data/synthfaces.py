@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from factorlab.data.base import FactorDataset, remap_labels
+from factorlab.data.base import FactorDataset, remap_labels, train_split_classes
 from factorlab.data.synthfaces_render import (
     EXPRESSIONS,
     FACTOR_KEYS,
@@ -46,7 +46,7 @@ SAMPLE_KEYS = tuple(k for k in PARAM_KEYS if k not in IDENTITY_KEYS)  # columns 
 POSE_CLASSES = ("left", "frontal", "right")
 FACTORS = {
     "expression": "8 AffectNet classes",
-    "identity": "global identity id, the same id space in every split",
+    "identity": "identity id: the train split's identities are the classes; val/test identities get negative ids",
     "pose": "yaw binned into left / frontal / right",
     "glasses": "no / yes (an identity trait)",
     "occlusion": "no / yes (an occluding patch)",
@@ -257,6 +257,10 @@ class SynthFaces(FactorDataset):
                 mask, _ = remap_labels(raw[name], native[name], target.classes, where=f"synthfaces factor {name!r}")
                 keep &= mask
                 self.classes[name] = list(target.classes)
+            elif name == "identity":  # the train split's identities (splits are identity-disjoint)
+                train_ids = split_identities(config)["train"]
+                self.classes[name], unseen, identity_lookup = train_split_classes(native[name], train_ids)
+                self.unseen_classes = {name: unseen}
             else:
                 self.classes[name] = native[name]
         self.indices = np.flatnonzero(keep)
@@ -267,6 +271,8 @@ class SynthFaces(FactorDataset):
                 mask, _ = remap_labels(raw[name], native[name], target.classes)
                 self.dropped[name] = int((~mask).sum())
                 _, labels[name] = remap_labels(raw[name][self.indices], native[name], target.classes)
+            elif name == "identity":
+                labels[name] = identity_lookup[raw[name][self.indices]]
             else:
                 labels[name] = raw[name][self.indices]
         self._labels = labels

@@ -1,0 +1,312 @@
+"""Seed groups: one recipe trained once per seed into one folder, and statistics over the seeds.
+
+`factorlab run RECIPE --seeds 0,1,2` writes
+
+    runs/<name>-<stamp>/group.json      what was run: recipe, overrides, seeds, one run folder per seed
+    runs/<name>-<stamp>/seed-0/...      an ordinary run folder (recipe.toml, metrics, checkpoints, summary.json)
+    runs/<name>-<stamp>/seed-1/...
+
+Only `run.seed` differs between the runs (model initialisation, data order, augmentation); the data
+set, its splits and everything else are the recipe's. `factorlab compare GROUP...` reports every metric
+of summary.json as mean +- sample standard deviation (ddof = 1) over the seeds, with n, and tests each
+group against the first with Welch's unequal-variance t-test (`scipy.stats.ttest_ind(equal_var=False)`,
+two-sided): a difference with p >= 0.05 is marked "within noise". With 3 seeds only large, consistent
+differences come out significant; "within noise" means the seeds cannot tell, not that there is no effect.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from factorlab import report
+from factorlab.errors import FactorlabError
+from factorlab.files import atomic_write_text
+
+GROUP_FILE = "group.json"
+ALPHA = 0.05  # two-sided significance level of the Welch test
+
+
+# ---------------------------------------------------------------------------------------------
+# Running a group
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' or '0-4' (inclusive) -> [0, 1, 2]; an error names the bad part."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        try:
+            if "-" in part:
+                low, high = (int(x) for x in part.split("-", 1))
+                if high < low:
+                    raise ValueError
+                seeds.extend(range(low, high + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise FactorlabError(
+                f"--seeds {text!r}: {part!r} is not a seed; give integers separated by commas (--seeds 0,1,2) "
+                "or a range (--seeds 0-4)"
+            ) from None
+    if len(set(seeds)) != len(seeds):
+        raise FactorlabError(f"--seeds {text!r} repeats a seed; each seed runs once")
+    return seeds
+
+
+def seed_dir(group: Path, seed: int) -> Path:
+    return Path(group) / f"seed-{seed}"
+
+
+def new_group_dir(output: Path, name: str) -> Path:
+    """<output>/<name>-<timestamp>[-k]: created now, never reused."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(output) / f"{name}-{stamp}"
+    path, k = base, 1
+    while True:
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            k += 1
+            path = base.with_name(f"{base.name}-{k}")
+
+
+def run_group(
+    recipe_path: str | Path,
+    overrides: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    train: Callable[[Any, Path], Path] | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> Path:
+    """Train `recipe_path` (with `overrides`) once per seed into one group folder and return the folder.
+
+    Every recipe is loaded and validated before the first run starts, so a bad override fails at once.
+    """
+    from factorlab.recipe import load_recipe
+
+    if not seeds:
+        raise FactorlabError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
+    recipes = {seed: load_recipe(recipe_path, [*overrides, f"run.seed={seed}"]) for seed in seeds}
+    if train is None:
+        from factorlab.train import run_recipe
+
+        def train(recipe, rundir: Path) -> Path:
+            return run_recipe(recipe, rundir)
+
+    first = recipes[seeds[0]]
+    group = new_group_dir(first.run.output, first.run.name)
+    info = {
+        "name": first.run.name,
+        "recipe": str(recipe_path),
+        "overrides": list(overrides),
+        "seeds": list(seeds),
+        "runs": {str(seed): seed_dir(group, seed).name for seed in seeds},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "finished": None,
+    }
+    atomic_write_text(group / GROUP_FILE, json.dumps(info, indent=2))
+    for k, seed in enumerate(seeds):
+        log(f"seed {seed} ({k + 1} of {len(seeds)}) -> {seed_dir(group, seed)}")
+        rundir = seed_dir(group, seed)
+        rundir.mkdir()
+        train(recipes[seed], rundir)
+    info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    atomic_write_text(group / GROUP_FILE, json.dumps(info, indent=2))
+    return group
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading groups
+
+
+def is_group(path: Path) -> bool:
+    return (Path(path) / GROUP_FILE).is_file()
+
+
+@dataclass
+class Group:
+    """The finished runs of a seed group (or one plain run, a group of n = 1)."""
+
+    path: Path
+    label: str
+    summaries: list[dict]
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.summaries)
+
+
+def load_group(path: Path) -> Group:
+    """A group folder's finished runs, or a plain run folder as a group of one."""
+    from factorlab.rundir import load_summary
+
+    path = Path(path)
+    if not is_group(path):
+        return Group(path, path.name, [load_summary(path)])
+    try:
+        info = json.loads((path / GROUP_FILE).read_text(encoding="utf-8"))
+        runs = [path / name for name in info["runs"].values()]
+    except (json.JSONDecodeError, KeyError, AttributeError) as exc:
+        raise FactorlabError(
+            f"{path / GROUP_FILE} is not a group file written by factorlab run --seeds ({exc})"
+        ) from None
+    unfinished = [r.name for r in runs if not (r / "summary.json").is_file()]
+    if unfinished:
+        raise FactorlabError(
+            f"group {path}: run(s) {', '.join(unfinished)} have no summary.json (not finished); resume each with "
+            f"factorlab run --resume {path}/SEED-DIR, or compare the finished run folders one by one"
+        )
+    overrides = [o for o in info.get("overrides") or [] if not o.startswith("run.output=")]
+    return Group(path, str(info.get("name", path.name)), [load_summary(r) for r in runs], overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics
+
+
+@dataclass
+class Stat:
+    """Mean, sample standard deviation (ddof = 1; nan for n = 1) and n of one metric over seeds."""
+
+    mean: float
+    std: float
+    n: int
+    values: list[float]
+
+    def format(self, percent: bool = False) -> str:
+        if self.n == 0:
+            return "–"
+        scale, unit = (100.0, "%") if percent else (1.0, "")
+        digits = ".2f" if percent else ".4g"
+        text = f"{self.mean * scale:{digits}}{unit}"
+        if self.n > 1:
+            text += f" ± {self.std * scale:{digits}}"
+        return f"{text} (n={self.n})"
+
+
+def describe(values: Sequence[float]) -> Stat:
+    """Mean, sample std (ddof = 1) and n of the finite values."""
+    finite = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+    n = len(finite)
+    if n == 0:
+        return Stat(math.nan, math.nan, 0, [])
+    mean = sum(finite) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in finite) / (n - 1)) if n > 1 else math.nan
+    return Stat(mean, std, n, finite)
+
+
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of Welch's t-test (unequal variances) of two samples; nan when it is undefined."""
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    if max(a) == min(a) and max(b) == min(b):  # no spread at all: equal -> no difference, else a certain one
+        return 1.0 if a[0] == b[0] else 0.0
+    with warnings.catch_warnings():  # nearly equal samples: scipy warns of precision loss, the p-value is still right
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def verdict(p: float) -> str:
+    """How a p-value reads in a table."""
+    if math.isnan(p):
+        return "n too small"
+    return "within noise" if p >= ALPHA else "differs"
+
+
+def metric_values(group: Group, split: str, key: str) -> list[float]:
+    return [s.get("splits", {}).get(split, {}).get(key) for s in group.summaries]
+
+
+def _is_fraction(key: str) -> bool:
+    return key.endswith("/accuracy")
+
+
+def metrics_table(groups: Sequence[Group], split: str = "test") -> report.Table:
+    """Every metric of the groups' summaries: mean ± std (n) per group, and each group against the first."""
+    keys: list[str] = []
+    for group in groups:
+        for summary in group.summaries:
+            keys.extend(k for k in summary.get("splits", {}).get(split, {}) if k not in keys)
+    headers = ["metric", *[g.label for g in groups]]
+    headers += [f"{g.label} vs {groups[0].label}" for g in groups[1:]]
+    rows = []
+    for key in keys:
+        stats = [describe(metric_values(g, split, key)) for g in groups]
+        row: list[Any] = [key, *[s.format(_is_fraction(key)) for s in stats]]
+        for s in stats[1:]:
+            p = welch_p(stats[0].values, s.values)
+            row.append("–" if math.isnan(p) else f"p={p:.3f} {verdict(p)}")
+        rows.append(row)
+    caption = f"Every metric over seeds ({split} split): mean ± sample std (n); Welch t-test against the first group"
+    return report.Table(headers, rows, caption)
+
+
+def _head(summary: Mapping) -> tuple[str, str]:
+    heads = summary.get("recipe", {}).get("heads") or []
+    if not heads:
+        raise FactorlabError(f"{summary.get('rundir', 'a run')}: its summary.json holds no recipe with a head")
+    return heads[0]["factor"], heads[0]["code"]
+
+
+def _adversary_key(summary: Mapping, factor: str) -> str | None:
+    for adversary in summary.get("recipe", {}).get("adversaries") or []:
+        if adversary["factor"] == factor:
+            return f"adversary/{factor}/{adversary['code']}/accuracy"
+    return None
+
+
+def paper_table(groups: Sequence[Group], split: str = "test") -> report.Table:
+    """Tables 1 and 2 of the paper over seeds: C_exp and C_adv_exp accuracy, mean ± std (n), and p vs the first."""
+    factor, code = _head(groups[0].summaries[0])
+    head_key = f"head/{factor}/{code}/accuracy"
+    first_head = describe(metric_values(groups[0], split, head_key))
+    adv0 = _adversary_key(groups[0].summaries[0], factor)
+    first_adv = describe(metric_values(groups[0], split, adv0)) if adv0 else describe([])
+    rows = []
+    for group in groups:
+        summary = group.summaries[0]
+        beta = report.lookup(summary, "recipe.loss.beta_rec")
+        head = describe(metric_values(group, split, head_key))
+        adv_key = _adversary_key(summary, factor)
+        adv = describe(metric_values(group, split, adv_key)) if adv_key else describe([])
+        p_head = welch_p(first_head.values, head.values) if group is not groups[0] else math.nan
+        p_adv = welch_p(first_adv.values, adv.values) if group is not groups[0] and adv.n and first_adv.n else math.nan
+        rows.append(
+            [
+                group.label,
+                beta,
+                head.format(percent=True),
+                "–" if group is groups[0] else (f"p={p_head:.3f} {verdict(p_head)}" if head.n else "–"),
+                adv.format(percent=True),
+                "–" if group is groups[0] or not adv.n else f"p={p_adv:.3f} {verdict(p_adv)}",
+            ]
+        )
+    headers = ["run", "beta_rec", f"C_{code}", f"C_{code} vs first", f"C_adv_{code}", f"C_adv_{code} vs first"]
+    caption = f"Tables 1-2 over seeds ({split} split): accuracy mean ± sample std (n); Welch t-test against the first"
+    return report.Table(headers, rows, caption)
+
+
+def group_tables(paths: Sequence[Path], split: str = "test") -> list[report.Table]:
+    """The paper table and the every-metric table of seed groups (plain run folders count as n = 1)."""
+    groups = [load_group(Path(p)) for p in paths]
+    missing = [str(g.path) for g in groups if any(split not in s.get("splits", {}) for s in g.summaries)]
+    if missing:
+        raise FactorlabError(f"{', '.join(missing)}: no {split!r} split in summary.json; use --split val")
+    common = set.intersection(*(set(g.overrides) for g in groups))
+    for group in groups:  # name + the overrides that tell it apart from the other groups
+        group.label = " ".join([group.label, *(o for o in group.overrides if o not in common)])
+    labels = [g.label for g in groups]
+    for group in groups:  # still the same: tell them apart by folder
+        if labels.count(group.label) > 1:
+            group.label = group.path.name
+    return [paper_table(groups, split), metrics_table(groups, split)]
