@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from factorlab.errors import FactorlabError
-from factorlab.factors import Factor
-from factorlab.hookspecs import hookimpl
+from factorlab import api
+from factorlab.api import (
+    KINDS,
+    DataError,
+    Factor,
+    FactorlabError,
+    NoOptions,
+    PluginError,
+    RecipeError,
+    Register,
+    hookimpl,
+)
 
 try:
     __version__ = metadata.version("factorlab")
@@ -40,7 +49,10 @@ def __getattr__(name: str):
         from factorlab.predict import Predictor
 
         return Predictor
+    if name in api.LAZY:  # the plugin API's torch-based names (Adversary, FactorDataset, ...)
+        return getattr(api, name)
     raise AttributeError(f"module 'factorlab' has no attribute {name!r}")
 
 
-__all__ = ["Factor", "FactorlabError", "Predictor", "__version__", "build_model", "hookimpl", "load", "load_recipe"]
+# The plugin API (factorlab.api) plus the library's entry points.
+__all__ = [*api.__all__, "Predictor", "__version__", "build_model", "load", "load_recipe"]

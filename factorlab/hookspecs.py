@@ -13,11 +13,11 @@ Factory signatures, per kind (`config` is an instance of the registered config m
 - encoders:    factory(config, *, image_size: int) -> nn.Module; images (B, 3, H, W) in [0, 1] -> features
 - branches:    factory(config, *, in_shape: tuple[int, ...]) -> nn.Module; features -> code
 - heads:       factory(config, *, in_features: int, num_classes: int) -> nn.Module; flat code -> logits
-- adversaries: factory(config, *, in_features: int, num_classes: int) -> factorlab.adversaries.Adversary
+- adversaries: factory(config, *, in_features: int, num_classes: int) -> factorlab.api.Adversary
 - decoders:    factory(config, *, in_shape: tuple[int, ...], image_size: int) -> nn.Module; codes -> image in [0, 1]
 - losses:      factory(config) -> nn.Module (reconstruction losses: (x, x_hat) -> scalar)
-- datasets:    factory(config, *, split: str, image_size: int, factors: dict[str, Factor]) -> FactorDataset
-- factors:     factory(config) -> factorlab.factors.Factor
+- datasets:    factory(config, *, split: str, image_size: int, factors: dict[str, Factor]) -> factorlab.api.FactorDataset
+- factors:     factory(config) -> factorlab.api.Factor
 - metrics:     factory(config) -> callable(codes: dict[str, ndarray], labels: dict[str, ndarray]) -> dict[str, float]
 - commands:    factory(parser: argparse.ArgumentParser) -> handler(args: argparse.Namespace) -> int
 """
@@ -25,7 +25,7 @@ Factory signatures, per kind (`config` is an instance of the registered config m
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import pluggy
 
@@ -34,7 +34,30 @@ PROJECT = "factorlab"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-Register = Callable[..., Any]
+
+class Register(Protocol):
+    """The callable every `factorlab_register_<kind>` hook receives.
+
+    `register(name, factory, *, config=None, description="", **meta)`:
+    - `factory`: the part's factory (signature per kind above), or a "package.module:attribute" string
+      imported when the part is first built, so registering stays fast and free of heavy imports;
+    - `config`: the part's pydantic options model (`extra="forbid"`), or such a string; None = no options;
+    - `description`: one line for `factorlab ls` (default: the factory docstring's first line);
+    - `**meta`: per-kind metadata (`factorlab.registry.META`); data sets take `labels` (factors they label),
+      `ground_truth` (keys of `ground_truth()`, from which factors may derive labels) and `source`
+      (a `factorlab.api.Source`: what `factorlab prepare` needs to cache it).
+    """
+
+    def __call__(
+        self,
+        name: str,
+        factory: Callable[..., Any] | str,
+        *,
+        config: Any = None,
+        description: str = "",
+        **meta: Any,
+    ) -> None: ...
+
 
 KINDS = (
     "encoders",

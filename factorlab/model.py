@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from factorlab.factors import Factor
+from factorlab.factors import Factor, resolve_factors
 
 
 def part_key(factor: str, code: str) -> str:
@@ -133,14 +133,6 @@ def concat_codes(codes: dict[str, torch.Tensor], order: list[str]) -> torch.Tens
     if all(t.dim() == 4 for t in tensors) and len({t.shape[2:] for t in tensors}) == 1:
         return torch.cat(tensors, dim=1)
     return torch.cat([t.flatten(1) for t in tensors], dim=1)
-
-
-def resolve_factors(recipe) -> dict[str, Factor]:
-    """The Factor objects of a recipe's factors, built by their registered factories."""
-    from factorlab.plugins import get_host
-
-    host = get_host()
-    return {name: host.get("factors", name).factory(section.options) for name, section in recipe.factors.items()}
 
 
 def build_model(recipe, classes: dict[str, list[str]] | None = None) -> Disentangler:

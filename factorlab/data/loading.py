@@ -12,21 +12,82 @@ from factorlab.factors import Factor
 
 
 def build_dataset(recipe, split: str, factors: dict[str, Factor]) -> FactorDataset:
-    """The recipe's data set for `split` ("train", "val" or "test")."""
+    """The recipe's data set for `split` ("train", "val" or "test").
+
+    Factors with `derive` label themselves from the data set's ground truth; the others are labelled
+    by the data set. Either way, a factor the data set cannot label is an error naming both.
+    """
+    from factorlab.factors import dataset_label_info, label_check
     from factorlab.plugins import get_host
 
-    entry = get_host().get("datasets", recipe.data.dataset)
-    dataset = entry.factory(recipe.data.options, split=split, image_size=recipe.data.image_size, factors=factors)
+    name = recipe.data.dataset
+    entry = get_host().get("datasets", name)
+    labels, truth = dataset_label_info(entry)
+    for factor in factors.values():  # what `factorlab validate` says too, before anything is built
+        problem = label_check(name, labels, truth, factor)
+        if problem:
+            raise DataError(problem)
+    native = {k: f for k, f in factors.items() if f.derive is None}
+    derived = {k: f for k, f in factors.items() if f.derive is not None}
+    dataset = entry.factory(recipe.data.options, split=split, image_size=recipe.data.image_size, factors=native)
     if len(dataset) == 0:
-        raise DataError(
-            f"data set {recipe.data.dataset!r} has no samples in its {split!r} split; check data.root and its options"
-        )
-    missing = [name for name in factors if name not in dataset.classes]
+        raise DataError(f"data set {name!r} has no samples in its {split!r} split; check data.root and its options")
+    missing = [k for k in native if k not in dataset.classes]
     if missing:
-        raise DataError(
-            f"data set {recipe.data.dataset!r} has no labels for factor(s) {missing}; it labels {sorted(dataset.classes)}"
-        )
+        raise DataError(f"data set {name!r} has no labels for factor(s) {missing}; it labels {sorted(dataset.classes)}")
+    if derived:
+        dataset = DerivedLabels(dataset, derived, name)
     return dataset
+
+
+class DerivedLabels(FactorDataset):
+    """A data set plus labels that factors derive from its ground truth (same samples, same order)."""
+
+    def __init__(self, base: FactorDataset, factors: dict[str, Factor], name: str = "data set") -> None:
+        truth = base.ground_truth() if hasattr(base, "ground_truth") else {}
+        self.base = base
+        self.classes = {k: v for k, v in base.classes.items() if k not in factors}
+        self._derived: dict[str, np.ndarray] = {}
+        for key, factor in factors.items():
+            missing = [k for k in factor.needs if k not in truth]
+            if missing:
+                kept = ", ".join(sorted(truth)) or "none"
+                raise DataError(
+                    f"data set {name!r} cannot label factor {key!r}: the factor derives its labels from ground truth "
+                    f"{missing}, which {name!r} does not keep (its ground truth: {kept})"
+                )
+            ids = np.asarray(factor.derive(truth))
+            if ids.shape != (len(base),) or not np.issubdtype(ids.dtype, np.integer):
+                raise DataError(
+                    f"factor {key!r}: derive(ground_truth) must return one integer class id per sample "
+                    f"({len(base)}), got an array of shape {ids.shape} and dtype {ids.dtype}"
+                )
+            if len(ids) and (ids.min() < 0 or ids.max() >= len(factor.classes)):
+                raise DataError(
+                    f"factor {key!r}: derived class ids must lie in 0..{len(factor.classes) - 1} "
+                    f"(its classes {list(factor.classes)}), got {int(ids.min())}..{int(ids.max())}"
+                )
+            self._derived[key] = ids.astype(np.int64)
+            self.classes[key] = list(factor.classes)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def image(self, index: int) -> np.ndarray:
+        return self.base.image(index)
+
+    def labels(self, factor: str) -> np.ndarray:
+        return self._derived[factor] if factor in self._derived else self.base.labels(factor)
+
+    def ground_truth(self) -> dict[str, np.ndarray]:
+        truth = dict(self.base.ground_truth())
+        truth.update({f"{k}_label": v for k, v in self._derived.items()})
+        return truth
+
+    def __getattr__(self, name: str):  # render_with, params, ... of the wrapped data set
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
 
 
 def to_float_images(images) -> torch.Tensor:
