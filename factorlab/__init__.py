@@ -55,4 +55,33 @@ def __getattr__(name: str):
 
 
 # The plugin API (factorlab.api) plus the library's entry points.
-__all__ = [*api.__all__, "Predictor", "__version__", "build_model", "load", "load_recipe"]
+__all__ = [  # the plugin API (factorlab.api.__all__) plus the library's entry points
+    "Adversary",
+    "DataError",
+    "Factor",
+    "FactorDataset",
+    "FactorlabError",
+    "KINDS",
+    "NoOptions",
+    "PluginError",
+    "Predictor",
+    "RecipeError",
+    "Register",
+    "Sample",
+    "Scan",
+    "Skipped",
+    "Source",
+    "SourceConfig",
+    "__version__",
+    "adversary_loss",
+    "build_model",
+    "classification_loss",
+    "dann_lambda",
+    "grad_reverse",
+    "hookimpl",
+    "load",
+    "load_recipe",
+    "mlp_classifier",
+    "remap_labels",
+    "uniform_confusion",
+]
