@@ -64,6 +64,7 @@ SECTIONS = [
     ("[loss]", r.LossSection),
     ("[optim]", r.OptimSection),
     ("[optim.main] and [optim.adversary]", r.OptimizerSection),
+    ("[eval]", r.EvalSection),
 ]
 
 PART_SECTIONS = [
@@ -75,6 +76,7 @@ PART_SECTIONS = [
     ("decoders", "[decoder] keys of decoder"),
     ("losses", "reconstruction loss"),
     ("factors", "[factors.NAME] keys of factor"),
+    ("metrics", "[eval.options.NAME] keys of metric"),
 ]
 
 

@@ -526,7 +526,7 @@ def check_dataset_labels(recipe: Recipe, context: ErrorContext, host: Any) -> li
     entry = host.get("datasets", recipe.data.dataset)
     labels, truth = dataset_label_info(entry)
     errors = []
-    for name, factor in resolve_factors(recipe).items():
+    for factor in resolve_factors(recipe).values():
         problem = label_check(recipe.data.dataset, labels, truth, factor)
         if problem:
             errors.append(context.line(("data", "dataset"), problem))

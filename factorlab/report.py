@@ -211,16 +211,17 @@ def similarity_tables(result: Mapping) -> list[Table]:
     return [summary, examples]
 
 
-def disentanglement_table(mig_result: Mapping, dci_result: Mapping) -> Table:
-    """MIG and DCI scores over latent dims and over codes."""
-    rows = [
-        ["MIG (latent dims)", mig_result["mig"]],
-        ["DCI disentanglement (latent dims)", dci_result["disentanglement"]],
-        ["DCI completeness (latent dims)", dci_result["completeness"]],
-        ["DCI informativeness (test accuracy)", dci_result["informativeness"]],
-        ["DCI disentanglement (codes)", dci_result["code_disentanglement"]],
-        ["DCI completeness (codes)", dci_result["code_completeness"]],
-    ]
+def disentanglement_table(mig_result: Mapping | None, dci_result: Mapping | None) -> Table:
+    """MIG and DCI scores over latent dims and over codes (either may be None: a metric that did not run)."""
+    rows = [["MIG (latent dims)", mig_result["mig"]]] if mig_result else []
+    if dci_result:
+        rows += [
+            ["DCI disentanglement (latent dims)", dci_result["disentanglement"]],
+            ["DCI completeness (latent dims)", dci_result["completeness"]],
+            ["DCI informativeness (test accuracy)", dci_result["informativeness"]],
+            ["DCI disentanglement (codes)", dci_result["code_disentanglement"]],
+            ["DCI completeness (codes)", dci_result["code_completeness"]],
+        ]
     return Table(["metric", "value"], rows, "Disentanglement metrics (1 is best)")
 
 

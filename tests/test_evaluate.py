@@ -179,3 +179,96 @@ def test_load_summary_reports_bad_json_with_its_line(tmp_path: Path) -> None:
     (tmp_path / "summary.json").write_text('{"name": "x",\n')
     with pytest.raises(FactorlabError, match="summary.json, line 2: not valid JSON"):
         load_summary(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# metric options: the recipe's [eval] section and the command line
+
+EVAL_SECTION = """
+[eval]
+metrics = ["probes", "dci", "identity_verification"]
+
+[eval.options.probes]
+kinds = ["linear"]
+max_train = 40
+
+[eval.options.dci]
+max_train = 30
+n_estimators = 5
+"""
+EVAL_SECTION_METRICS = ("probes", "dci", "identity_verification")
+
+
+@pytest.fixture
+def run_with_eval_section(paper: Path, tmp_path: Path) -> Path:
+    """A copy of the paper run whose recipe.toml has an [eval] section."""
+    rundir = tmp_path / "run"
+    shutil.copytree(paper, rundir)
+    recipe = rundir / "recipe.toml"
+    recipe.write_text(recipe.read_text() + EVAL_SECTION)
+    return rundir
+
+
+def test_metric_options_from_the_recipe_reach_the_metrics(run_with_eval_section: Path) -> None:
+    rundir = run_with_eval_section
+    result = run_cli("eval", str(rundir), "--max-samples", "96", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    ev = json.loads((rundir / "eval.json").read_text())
+    # only the listed metrics ran
+    assert "mig" not in ev and "similarity" not in ev and set(ev["metric_options"]) == set(EVAL_SECTION_METRICS)
+    assert {r["probe"] for r in ev["probes"]} == {"linear"}
+    # expression is probed train->test on max_train = 40 of the 96 encoded train samples
+    assert {r["n_fit"] for r in ev["probes"] if r["factor"] == "expression"} == {40}
+    assert ev["dci"]["n_train"] == 30 and ev["metric_options"]["dci"]["n_estimators"] == 5
+    assert ev["metric_options"]["probes"]["steps"] == 300  # defaults fill the rest
+    assert "identity_verification" in ev["plugin_metrics"]
+    md = (rundir / "report.md").read_text()
+    assert "## Leakage probes" in md and "## Disentanglement metrics" in md and "## Code similarity" not in md
+    assert "DCI disentanglement" in result.stdout and "Plugin metrics" in result.stdout
+
+
+def test_command_line_metric_options_override_the_recipe(run_with_eval_section: Path) -> None:
+    rundir = run_with_eval_section
+    result = run_cli(
+        "eval", str(rundir), "--max-samples", "96", "--device", "cpu", "--metrics", "dci", "mig",
+        "--metric-option", "dci.max_train=20", "--metric-option", "mig.bins=5",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ev = json.loads((rundir / "eval.json").read_text())
+    assert set(ev["metric_options"]) == {"dci", "mig"} and "probes" not in ev and not ev["plugin_metrics"]
+    assert ev["dci"]["n_train"] == 20  # the command line wins over the recipe's 30 ...
+    assert ev["metric_options"]["dci"]["n_estimators"] == 5  # ... and keeps the recipe's other options
+    assert ev["metric_options"]["mig"]["bins"] == 5
+
+
+def test_unknown_metrics_and_options_exit_2_with_a_message(paper: Path, tmp_path: Path, capsys) -> None:
+    message = _error(["eval", str(paper), "--metrics", "probs"], capsys)
+    assert "unknown metric 'probs'. Did you mean 'probes'?" in message and "'dci'" in message
+    assert "--metrics probs" in message
+    message = _error(["eval", str(paper), "--metric-option", "dci.max_trian=5"], capsys)
+    assert "eval.options.dci.max_trian: unknown key" in message and "--metric-option dci.max_trian=5" in message
+    message = _error(["eval", str(paper), "--metric-option", "dci.max_train=many"], capsys)
+    assert "eval.options.dci.max_train: Input should be a valid integer" in message
+    assert "name the metric and the key" in _error(["eval", str(paper), "--metric-option", "dci=5"], capsys)
+    # in a recipe: file and line, before anything trains
+    recipe = tmp_path / "recipe.toml"
+    text = (ROOT / "recipes" / "synth" / "expression.toml").read_text()
+    recipe.write_text(text + '\n[eval]\nmetrics = ["dci", "migg"]\n\n[eval.options.probes]\nkinds = ["svm"]\n')
+    lines = len(text.splitlines())
+    message = _error(["validate", str(recipe)], capsys)
+    assert f"{recipe}:{lines + 3}: eval.metrics.1: unknown metric 'migg'. Did you mean 'mig'?" in message
+    assert f"{recipe}:{lines + 6}: eval.options.probes.kinds.0: Input should be 'linear' or 'mlp'" in message
+
+
+def test_an_eval_section_survives_the_run_folder_recipe() -> None:
+    from factorlab.recipe import parse_recipe
+
+    text = (ROOT / "recipes" / "synth" / "expression.toml").read_text() + EVAL_SECTION
+    recipe = parse_recipe(text)
+    again = parse_recipe(recipe.to_toml())  # what a run folder's recipe.toml holds
+    assert again.eval.metrics == list(EVAL_SECTION_METRICS)
+    assert again.eval.options == {
+        "probes": {"kinds": ["linear"], "max_train": 40},
+        "dci": {"max_train": 30, "n_estimators": 5},
+    }
+    assert "[eval" not in parse_recipe((ROOT / "recipes" / "synth" / "expression.toml").read_text()).to_toml()

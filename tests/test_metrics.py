@@ -296,3 +296,110 @@ def test_pca_projection_keeps_distances_of_planar_data():
     np.testing.assert_allclose(dist(points), dist(sub), atol=1e-8)
     with pytest.raises(FactorlabError, match="pca"):
         metrics.project_2d(plane, "umap")
+
+
+# ---------------------------------------------------------------------------------------------
+# the built-in metrics through the registry (factorlab_register_metrics), with their options
+
+BUILTIN_METRICS = ("probes", "similarity", "mig", "dci")
+
+
+def test_every_builtin_metric_is_registered_with_a_strict_documented_config() -> None:
+    from pydantic import ValidationError
+
+    from factorlab.plugins import load_plugins
+
+    registry = load_plugins().registry("metrics")
+    for name in BUILTIN_METRICS:
+        entry = registry.get(name)
+        assert entry.plugin == "core.metrics" and entry.description
+        config = entry.config
+        assert config.model_config.get("extra") == "forbid", name
+        assert config.model_fields and all(f.description for f in config.model_fields.values()), name
+        with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+            config.model_validate({"no_such_option": 1})
+
+
+def test_ls_metrics_lists_every_builtin_metric_and_the_plugin_one() -> None:
+    from factorlab.testing import run_cli
+
+    result = run_cli("ls", "metrics")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") >= 3}
+    for name in BUILTIN_METRICS:
+        assert "core.metrics" in rows[name]
+    assert "identity" in rows["identity_verification"]
+
+
+def _two_splits(n: int = 120, seed: int = 0) -> tuple[dict, dict, dict, dict]:
+    """Codes where `a` holds factor f (3 classes) and `b` is noise; the same generator for train and test."""
+    rng = np.random.default_rng(seed)
+
+    def split() -> tuple[dict, dict]:
+        f = rng.integers(0, 3, n)
+        g = rng.integers(0, 2, n)
+        a = np.eye(3)[f] * 3 + rng.normal(0, 0.3, (n, 3))
+        return {"a": a.astype(np.float32), "b": rng.normal(0, 1, (n, 4)).astype(np.float32)}, {"f": f, "g": g}
+
+    return *split(), *split()
+
+
+def _context(train_codes: dict, train_labels: dict, **extra):
+    from factorlab.evalmetrics import MetricContext
+
+    return MetricContext(
+        split="test", seed=0, factors=("f",), classes={"f": ["x", "y", "z"]}, train_codes=train_codes,
+        train_labels=train_labels, owners={"f": "a"}, pairs=[("a", "f")], **extra,
+    )  # fmt: skip
+
+
+def test_builtin_metric_options_reach_the_metric() -> None:
+    from factorlab.evalmetrics import call_metric
+    from factorlab.plugins import load_plugins
+
+    train_codes, train_labels, codes, labels = _two_splits()
+    context = _context(train_codes, train_labels)
+    registry = load_plugins().registry("metrics")
+
+    def run(name: str, **options):
+        entry = registry.get(name)
+        return call_metric(entry.factory(entry.config.model_validate(options)), codes, labels, context)
+
+    probes = run("probes", kinds=["linear"], max_train=50, steps=100)["probes"]
+    # only the recipe's factor f (g is ground truth, probed only with ground_truth=true), one kind, 50 fit samples
+    assert {(r["factor"], r["code"], r["probe"]) for r in probes} == {("f", "a", "linear"), ("f", "b", "linear")}
+    assert {r["n_fit"] for r in probes} == {50}
+    by_code = {r["code"]: r["accuracy"] for r in probes}
+    assert by_code["a"] > 0.9 and by_code["b"] < 0.7  # f is read from a, not from the noise code
+    assert {r["factor"] for r in run("probes", kinds=["linear"], steps=10, ground_truth=True)["probes"]} == {"f", "g"}
+
+    assert run("dci", max_train=40, n_estimators=5)["dci"]["n_train"] == 40
+    assert run("dci")["dci"]["n_train"] == 120  # default max_train (2000) caps nothing here
+    low, high = run("mig", bins=2)["mig"], run("mig", bins=20)["mig"]
+    assert low["code_mi"]["a"]["f"] != high["code_mi"]["a"]["f"]  # the histogram bins are used
+    tables = run("similarity", cosine=["centered"], max_pairs=10, examples=1)["similarity"]
+    assert [t["centered"] for t in tables] == [True] and tables[0]["same_pairs"] <= 10
+    assert len(tables[0]["same_examples"]) == 1
+
+
+def test_metrics_written_for_0_1_are_called_without_context() -> None:
+    from factorlab.evalmetrics import accepts_context, call_metric
+
+    train_codes, train_labels, codes, labels = _two_splits(n=20)
+    context = _context(train_codes, train_labels)
+    seen = {}
+
+    def old(codes, labels):  # the 0.1 contract
+        return {"n": float(len(labels["f"]))}
+
+    def new(codes, labels, *, context):
+        seen["context"] = context
+        return {"train_n": float(len(context.train_labels["f"]))}
+
+    def loose(codes, labels, **kwargs):
+        return {"keys": float(len(kwargs))}
+
+    assert not accepts_context(old) and accepts_context(new) and accepts_context(loose)
+    assert call_metric(old, codes, labels, context) == {"n": 20.0}
+    assert call_metric(new, codes, labels, context) == {"train_n": 20.0} and seen["context"] is context
+    assert call_metric(loose, codes, labels, context) == {"keys": 1.0}
