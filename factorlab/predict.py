@@ -59,7 +59,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.n
                     f"{path}: {image.width}x{image.height} pixels is more than the limit of {max_pixels:,} "
                     "(a decompression bomb or a huge image); raise it with --max-pixels if the file is trusted"
                 )
-            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+            return np.array(ImageOps.exif_transpose(image).convert("RGB"))
     except BadImage:
         raise
     except Image.DecompressionBombError as exc:
@@ -464,7 +464,7 @@ def _load(item: Any) -> np.ndarray | torch.Tensor:
     if isinstance(item, (str, os.PathLike)):
         return read_image(item)
     if isinstance(item, Image.Image):
-        return np.asarray(item.convert("RGB"))
+        return np.array(item.convert("RGB"))
     if isinstance(item, torch.Tensor):
         if item.dim() != 3 or item.shape[0] != 3 or not item.is_floating_point():
             raise FactorlabError(
