@@ -15,7 +15,8 @@ Contracts, per kind (the factory signatures are in `factorlab.hookspecs`):
 - `Source` (+ `SourceConfig`, `Sample`, `Scan`, `Skipped`): a real data set described by how to list it
   (`scan`), read an image and select a split; `Source.build` is its data-set factory, and registering the
   data set with `source=` lets `factorlab prepare` cache it.
-- metrics: `factory(config) -> callable(codes, labels) -> dict[str, float]`.
+- metrics: `factory(config) -> callable(codes, labels[, *, context: MetricContext]) -> dict[str, float]`;
+  `MetricContext` carries the train split's codes and labels, class names and seed (`factorlab eval`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from factorlab.errors import DataError, FactorlabError, PluginError, RecipeError
+from factorlab.evalmetrics import MetricContext
 from factorlab.factors import Factor
 from factorlab.hookspecs import KINDS, Register, hookimpl
 from factorlab.registry import NoOptions
@@ -60,6 +62,7 @@ __all__ = [
     "Factor",
     "FactorDataset",
     "FactorlabError",
+    "MetricContext",
     "NoOptions",
     "PluginError",
     "RecipeError",

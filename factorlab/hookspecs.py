@@ -19,6 +19,12 @@ Factory signatures, per kind (`config` is an instance of the registered config m
 - datasets:    factory(config, *, split: str, image_size: int, factors: dict[str, Factor]) -> factorlab.api.FactorDataset
 - factors:     factory(config) -> factorlab.api.Factor
 - metrics:     factory(config) -> callable(codes: dict[str, ndarray], labels: dict[str, ndarray]) -> dict[str, float]
+               codes: code name -> (N, dims) float32 of the evaluated split; labels: factor -> (N,) int64 (the
+               recipe's factors plus the data set's discrete ground truth). A callable that also declares a
+               keyword `context` receives a factorlab.api.MetricContext (train-split codes and labels, class
+               names, seed, ...); one without it is called as in 0.1. Options: the recipe's
+               [eval.options.<name>] or `factorlab eval --metric-option <name>.<key>=<value>`. A
+               FactorlabError raised by the callable becomes a `note` in eval.json instead of failing the run.
 - commands:    factory(parser: argparse.ArgumentParser) -> handler(args: argparse.Namespace) -> int
 """
 

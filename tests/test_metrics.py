@@ -403,3 +403,23 @@ def test_metrics_written_for_0_1_are_called_without_context() -> None:
     assert call_metric(old, codes, labels, context) == {"n": 20.0}
     assert call_metric(new, codes, labels, context) == {"train_n": 20.0} and seen["context"] is context
     assert call_metric(loose, codes, labels, context) == {"keys": 1.0}
+
+
+def test_the_metric_example_of_the_evaluation_docs_registers_and_runs() -> None:
+    import re
+    import types
+    from pathlib import Path
+
+    from factorlab.evalmetrics import call_metric
+    from factorlab.plugins import load_plugins
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text()
+    section = page.split("### Writing a metric", 1)[1]
+    source = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    plugin = types.ModuleType("centroid_plugin")
+    exec(compile(source, "docs/evaluation.md", "exec"), plugin.__dict__)
+    entry = load_plugins({"centroid": plugin}, entry_points=False).get("metrics", "centroid_accuracy")
+    train_codes, train_labels, codes, labels = _two_splits()
+    context = _context(train_codes, train_labels)
+    out = call_metric(entry.factory(entry.config.model_validate({"factor": "f"})), codes, labels, context)
+    assert out["centroid/a/accuracy"] > 0.9 and out["centroid/b/accuracy"] < 0.7
