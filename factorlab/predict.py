@@ -17,7 +17,7 @@ import json
 import os
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +126,7 @@ class ImageResult:
     path: str
     predictions: list[Prediction] = field(default_factory=list)
     error: str | None = None
+    index: int = 0  # position of the path in the input
 
     @property
     def status(self) -> str:
@@ -303,7 +304,8 @@ class Predictor:
         if self._detector is None:  # facenet-pytorch's MTCNN ships its weights: no download
             from factorlab.data.align import MTCNNDetector
 
-            self._detector = MTCNNDetector("cpu", batch_size=self.batch_size)
+            device = str(self.device) if self.device.type == "cuda" else "cpu"
+            self._detector = MTCNNDetector(device, batch_size=self.batch_size)
         return self._detector
 
     def faces(self, images: list[np.ndarray | torch.Tensor]) -> list[list[tuple[Any, torch.Tensor, float | None]]]:
@@ -375,7 +377,6 @@ class Predictor:
         codes: bool = False,
         max_pixels: int = MAX_PIXELS,
         workers: int = 2,
-        on_result: Callable[[ImageResult], None] | None = None,
     ) -> Iterator[ImageResult]:
         """Stream `paths` through the model: one ImageResult per path, in order. Files are decoded by `workers`
         threads while the model runs; a file that cannot be read comes back with its `error` and nothing else."""
@@ -392,6 +393,7 @@ class Predictor:
                     pending.append((str(path), pool.submit(read_image, path, max_pixels=max_pixels)))
 
             fill()
+            index = 0
             while pending:
                 batch = [pending.popleft() for _ in range(min(chunk, len(pending)))]
                 fill()
@@ -399,9 +401,10 @@ class Predictor:
                 for path, future in batch:
                     try:
                         images.append(future.result())
-                        results.append(ImageResult(path))
+                        results.append(ImageResult(path, index=index))
                     except BadImage as exc:
-                        results.append(ImageResult(path, error=str(exc).removeprefix(f"{path}: ")))
+                        results.append(ImageResult(path, error=str(exc).removeprefix(f"{path}: "), index=index))
+                    index += 1
                 readable = [r for r in results if r.error is None]
                 per_image = self.faces(images) if images else []
                 crops = [crop for faces in per_image for _, crop, _ in faces]
@@ -409,13 +412,9 @@ class Predictor:
                 for result, faces in zip(readable, per_image, strict=True):
                     for k, (box, _, det) in enumerate(faces):
                         c, p, code = next(outputs)
-                        result.predictions.append(
-                            Prediction(0, k, _box(box), c, p, code, None if det is None else float(det))
-                        )
-                for result in results:
-                    if on_result is not None:
-                        on_result(result)
-                    yield result
+                        detection = None if det is None else float(det)
+                        result.predictions.append(Prediction(result.index, k, _box(box), c, p, code, detection))
+                yield from results
 
 
 def load(

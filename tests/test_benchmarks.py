@@ -118,3 +118,19 @@ def test_forward_gflops_counts_a_convolution() -> None:
     images = torch.zeros(4, 3, 16, 16)
     # 2 FLOPs per multiply-add: out channels x in channels x kernel area x output pixels, per image
     assert gpu.forward_gflops(conv, images) == pytest.approx(2 * 8 * 3 * 9 * 16 * 16 / 1e9)
+
+
+def test_predict_smoke_times_predict_bare_and_onnx_runtime() -> None:
+    out = _run("benchmarks/predict.py", "--smoke", "--models", "quickstart")
+    rows = _rows(out, "quickstart")
+    assert [row[1] for row in rows] == [
+        "bare model(x), decoded batches",
+        "predict, eager PyTorch",
+        "predict, ONNX Runtime",
+        "predict --align mtcnn, eager PyTorch",
+        "predict --align mtcnn, ONNX Runtime",
+    ]
+    assert all(_number(row[2]) > 0 for row in rows)
+    for row, label in ((rows[1], "predict/bare"), (rows[2], "ORT/eager")):
+        low, median, high = (_number(x) for x in row[3].removeprefix(label).split("/"))
+        assert 0 < low <= median <= high

@@ -85,6 +85,11 @@ def predict_command(parser: argparse.ArgumentParser) -> Callable[[argparse.Names
         for spec in args.inputs:
             if spec != "-" and not Path(spec).exists():
                 raise FactorlabError(f"input not found: {spec}; give image files, folders, or - for paths on stdin")
+            if spec != "-" and (Path(spec) / "recipe.toml").is_file():
+                raise FactorlabError(
+                    f"input {spec} is a run folder, not a folder of images: give one run folder, then the images "
+                    "(did a pattern such as runs/quickstart-*/ match several runs?)"
+                )
         if args.out is not None and args.out.is_dir():
             raise FactorlabError(f"--out {args.out} is a folder; give a file name such as predictions.jsonl")
 
