@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -30,15 +31,21 @@ def run_cli(
 
 
 def write_plugin_distribution(
-    site: Path, dist: str, module: str, source: str, *, entry: str | None = None, version: str = "1.0"
+    site: Path, dist: str, module: str, source: str | Path, *, entry: str | None = None, version: str = "1.0"
 ) -> Path:
     """Write an installed-looking distribution (module + `*.dist-info` with entry points) into `site`.
 
-    Put `site` on PYTHONPATH (or sys.path) and the plugin is discovered through real entry-point
-    metadata, exactly as a pip-installed plugin would be.
+    `source` is the text of a single-module plugin, or the folder of a plugin package (copied whole as
+    `site/<module>/`). Put `site` on PYTHONPATH (or sys.path) and the plugin is discovered through real
+    entry-point metadata, exactly as a pip-installed plugin would be.
     """
     site.mkdir(parents=True, exist_ok=True)
-    (site / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+    if isinstance(source, Path):
+        if not (source / "__init__.py").is_file():
+            raise ValueError(f"{source} is not a package folder (no __init__.py)")
+        shutil.copytree(source, site / module, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        (site / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
     info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", encoding="utf-8")
