@@ -546,10 +546,15 @@ def resolve_eval(section: EvalSection, context: ErrorContext, host: Any) -> list
         if name not in registry:
             errors.append(context.line(("eval", "options", name), registry.unknown_message(name)))
             continue
+        config, loc = registry.get(name).config, ("eval", "options", name)
         try:
-            section._options[name] = registry.get(name).config.model_validate(keys)
+            section._options[name] = config.model_validate(keys)
         except ValidationError as exc:
-            errors.extend(context.error_lines(exc, prefix=("eval", "options", name)))
+            known = ", ".join(config.model_fields) or "none"
+            for err, line in zip(exc.errors(), context.error_lines(exc, prefix=loc), strict=True):
+                if err["type"] == "extra_forbidden":
+                    line = context.line((*loc, *err["loc"]), f"unknown option of metric {name!r}; its options: {known}")
+                errors.append(line)
     return errors
 
 

@@ -246,7 +246,8 @@ def test_unknown_metrics_and_options_exit_2_with_a_message(paper: Path, tmp_path
     assert "unknown metric 'probs'. Did you mean 'probes'?" in message and "'dci'" in message
     assert "--metrics probs" in message
     message = _error(["eval", str(paper), "--metric-option", "dci.max_trian=5"], capsys)
-    assert "eval.options.dci.max_trian: unknown key" in message and "--metric-option dci.max_trian=5" in message
+    assert "eval.options.dci.max_trian: unknown option of metric 'dci'; its options: max_train, max_test" in message
+    assert "--metric-option dci.max_trian=5" in message
     message = _error(["eval", str(paper), "--metric-option", "dci.max_train=many"], capsys)
     assert "eval.options.dci.max_train: Input should be a valid integer" in message
     assert "name the metric and the key" in _error(["eval", str(paper), "--metric-option", "dci=5"], capsys)
