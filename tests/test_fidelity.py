@@ -147,3 +147,64 @@ def test_a_ckplus_run_trains_heads_over_the_train_subjects(tmp_path: Path) -> No
     for split in ("val", "test"):
         assert "head/expression/exp/accuracy" in summary["splits"][split]
         assert "head/identity/nonexp/accuracy" not in summary["splits"][split]
+
+
+def _face_folder(root: Path, recipe_overrides: list[str], person_folders: bool) -> Path:
+    """Test-split SynthFaces images as root/<expression>/[<person>/]<k>.png: 3 expressions x 2 people x 2 images."""
+    from PIL import Image
+
+    recipe = load_recipe(ROOT / "recipes" / "quickstart.toml", recipe_overrides)
+    dataset = build_dataset(recipe, "test", resolve_factors(recipe))
+    expression, identity = dataset.labels("expression"), dataset.labels("identity")
+    people = sorted(set(identity.tolist()))[:2]
+    for e in sorted(set(expression.tolist()))[:3]:
+        for p in people:
+            for k, index in enumerate(np.flatnonzero((expression == e) & (identity == p))[:2]):
+                name = dataset.classes["expression"][e]
+                folder = root / name / f"person{-p}" if person_folders else root / name
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(dataset.image(int(index))).save(folder / f"{-p}-{k}.png")
+    return root
+
+
+def test_similarity_images_gives_the_papers_cosine_table(tmp_path: Path) -> None:
+    result = run_cli("run", str(ROOT / "recipes" / "quickstart.toml"), *SMALL, "--out", str(tmp_path / "runs"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rundir = next((tmp_path / "runs").iterdir())
+    folder = _face_folder(tmp_path / "faces", SMALL, person_folders=True)
+    result = run_cli("eval", str(rundir), "--similarity-images", str(folder))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "paper Table 3" in result.stdout
+    found = json.loads((rundir / "similarity.json").read_text())
+    n = len(found["images"])
+    assert n >= 6 and (rundir / "similarity.md").is_file()
+    expression = np.array([image["expression"] for image in found["images"]])
+    identity = np.array([image["identity"] for image in found["images"]])
+    assert len(set(expression)) >= 2 and len(set(identity)) == 2
+    for code in ("exp", "nonexp"):
+        matrix = np.array(found["codes"][code]["matrix"])
+        assert matrix.shape == (n, n)
+        np.testing.assert_allclose(np.diag(matrix), 1.0, atol=1e-5)
+        np.testing.assert_allclose(matrix, matrix.T, atol=1e-6)
+        i, j = np.triu_indices(n, k=1)
+        pairs = found["codes"][code]["pairs"]
+        same = (expression[i] == expression[j]) & (identity[i] != identity[j])
+        assert pairs["same expression, different person"]["pairs"] == same.sum()
+        assert pairs["same expression, different person"]["mean"] == pytest.approx(matrix[i, j][same].mean())
+        assert pairs["same expression"]["pairs"] + pairs["different expression"]["pairs"] == n * (n - 1) // 2
+
+
+def test_similarity_images_errors_name_the_folder(tmp_path: Path) -> None:
+    result = run_cli("run", str(ROOT / "recipes" / "quickstart.toml"), *SMALL, "run.epochs=1", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rundir = next(tmp_path.iterdir())
+    missing = run_cli("eval", str(rundir), "--similarity-images", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "nowhere" in missing.stderr and "sub-folder per expression" in missing.stderr
+    one = tmp_path / "one" / "happy"
+    one.mkdir(parents=True)
+    from PIL import Image
+
+    for k in range(2):
+        Image.new("RGB", (32, 32)).save(one / f"{k}.png")
+    single = run_cli("eval", str(rundir), "--similarity-images", str(tmp_path / "one"))
+    assert single.returncode == 2 and "1 expression folder(s) (happy)" in single.stderr

@@ -24,6 +24,8 @@ examples:
   factorlab eval runs/synth-expression-20261128-101500             test split, report.md + report.html
   factorlab eval RUNDIR --max-samples 2000 --no-probes             faster: fewer samples, no leakage probes
   factorlab eval RUNDIR --split val --tsne                          val split, with t-SNE projections too
+  factorlab eval RUNDIR --similarity-images faces/                  paper Table 3 on faces/<expression>/<image>
+  factorlab eval RUNDIR --erase --metrics probes                   LEACE-erase the adversaries' factors, then probe
   factorlab eval RUNDIR --metrics dci mig --metric-option dci.max_train=1000
                                     only DCI and MIG, DCI fitted on 1000 train samples (factorlab ls metrics)
 """
@@ -77,10 +79,34 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
         "--metric-option", action="append", default=[], metavar="METRIC.KEY=VALUE",
         help="set one metric option over the recipe's [eval.options.METRIC], e.g. dci.max_train=1000 (repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--similarity-images", type=Path, metavar="DIR",
+        help="only the paper's Table 3 on a folder of face images, DIR/<expression>/[<person>/]<image>: the cosine "
+        "of each code between the images; writes similarity.json and similarity.md in the run folder",
+    )  # fmt: skip
+    parser.add_argument("--align", action="store_true", help="with --similarity-images: crop faces with MTCNN")
+    parser.add_argument(
+        "--erase", action="store_true",
+        help="erase each adversary's factor from its code with LEACE (fitted on the train split) before measuring; "
+        "writes into RUNDIR/leace/ (docs/erasure.md)",
+    )  # fmt: skip
     parser.epilog = EVAL_EPILOG
 
     def handle(args: argparse.Namespace) -> int:
         from factorlab.evaluate import evaluate_run, head_table, similarity_summary_table
+
+        if args.similarity_images is not None:
+            from factorlab.similarity import similarity_on_images, similarity_tables, write_similarity
+
+            found = similarity_on_images(
+                args.rundir, args.similarity_images, checkpoint=args.checkpoint, align=args.align
+            )
+            tables = similarity_tables(found)
+            for table in tables:
+                console.print(_rich_table(table))
+            written = write_similarity(args.rundir, found, tables)
+            console.print(f"wrote {written[0]} and {written[1]}")
+            return 0
 
         if args.swap:  # a run that cannot be swap-scored fails now, not after the evaluation
             from factorlab.recipe import load_recipe
@@ -101,6 +127,7 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
             log=lambda message: console.print(f"[dim]{message}...[/]"),
             metric_names=args.metrics,
             metric_options=args.metric_option,
+            erase=args.erase,
         )
         from factorlab.modelcard import write_model_card
 
@@ -110,6 +137,10 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
             f"checkpoint {info['name']}: {info['file']}, epoch {info['epoch']}, {info['selected_on']} "
             "(the one summary.json scores unless --checkpoint says otherwise)"
         )
+        if result.get("leakage"):  # the headline: what a fresh probe reads where an adversary says nothing is
+            from factorlab.leakage import eval_table
+
+            console.print(_rich_table(eval_table(result["leakage"], result["split"], list(result.get("erased") or {}))))
         console.print(_rich_table(head_table(result)))
         if "probes" in result:
             probes = report.probe_table(result["probes"])
@@ -138,8 +169,9 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
                 args.rundir, split=args.split, pairs=args.swap, seed=args.seed, checkpoint=args.checkpoint
             )
             console.print(format_scores(scores))
+        out = args.rundir / "leace" if args.erase else args.rundir
         console.print(
-            f"wrote {args.rundir / 'eval.json'}, {args.rundir / 'report.md'}, {args.rundir / 'report.html'} "
+            f"wrote {out / 'eval.json'}, {out / 'report.md'}, {out / 'report.html'} "
             f"and plots/ ({result['wall_time_s']:.1f} s)"
         )
         return 0
@@ -271,7 +303,13 @@ def compare_tables(rundirs: Sequence[Path], which: str = "all", split: str = "te
     if which in ("2", "all"):
         tables.append(table2(summaries, split))
     if which == "all":
-        leakage = leakage_table(summaries, [_read_eval(Path(r)) for r in rundirs])
+        from factorlab.leakage import leakage_table as headline_table
+
+        evaluations = [_read_eval(Path(r)) for r in rundirs]
+        headline = headline_table(run_labels(summaries), summaries, evaluations)
+        if headline is not None:
+            tables.append(headline)
+        leakage = leakage_table(summaries, evaluations)
         if leakage is not None:
             tables.append(leakage)
     return tables
@@ -300,6 +338,13 @@ def compare_command(parser: argparse.ArgumentParser) -> Handler:
             check_writable_dir(args.out.parent, "--out")
         if any(is_group(path) for path in args.rundirs):  # seed groups: mean ± std over seeds, Welch t-tests
             tables = group_tables(args.rundirs, args.split)
+            if args.split == "test":
+                from factorlab.leakage import group_leakage_table
+                from factorlab.seeds import load_group
+
+                headline = group_leakage_table([load_group(p) for p in args.rundirs])
+                if headline is not None:
+                    tables.append(headline)
         else:
             tables = compare_tables(args.rundirs, args.table, args.split)
         for table in tables:
