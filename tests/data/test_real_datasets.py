@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from factorlab.data import affectnet, ckplus, fer2013, imagefolder, rafdb
 from factorlab.data.align import TEMPLATE_5, FaceCropper, MTCNNDetector, align_landmarks, similarity_transform
-from factorlab.data.base import FactorDataset
+from factorlab.data.base import FactorDataset, labels_for_evaluation
 from factorlab.data.records import read_image
 from factorlab.data.sampling import FaceAugment, epoch_order
 from factorlab.errors import DataError
@@ -152,9 +152,11 @@ def test_ckplus_frames_identities_and_subject_disjoint_folds(ckplus_root, expres
     # 3 last frames + the neutral first frame of each of the 6 labelled sequences
     assert sum(len(d) for d in splits.values()) == 6 * 4
     for d in splits.values():
-        assert d.classes["identity"] == list(CK_SUBJECTS)
+        assert d.classes["identity"] == sorted(subjects["train"])  # the train folds' subjects only
+        labels, names = labels_for_evaluation(d, "identity")  # held-out subjects appended
         for i, path in enumerate(d.sources):
-            assert d.classes["identity"][d.labels("identity")[i]] == Path(path).parts[1]
+            assert names[labels[i]] == Path(path).parts[1]
+        assert (d.labels("identity") >= 0).all() == (d is splits["train"])
         assert all(a == b for a, b in native_names(d, ckplus.EMOTIONS))
         assert d.image(0).shape == (32, 32, 3)  # grayscale PNGs come back as RGB
     neutral = sum(int((d.labels("expression") == 0).sum()) for d in splits.values())

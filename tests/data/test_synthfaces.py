@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from factorlab.data import synthfaces_render as R
+from factorlab.data.base import labels_for_evaluation
 from factorlab.data.synthfaces import (
     SynthFacesConfig,
     _split_params,
@@ -73,11 +74,14 @@ def test_splits_are_identity_disjoint_and_cover_all_identities(config):
     all_ids = np.concatenate(list(splits.values()))
     assert sorted(all_ids.tolist()) == list(range(config.identities))
     seen = {}
+    train_names = [f"id{i:03d}" for i in sorted(splits["train"].tolist())]
     for split in ("train", "val", "test"):
         ds = build(config, split=split, image_size=32, factors={})
-        seen[split] = set(ds.labels("identity").tolist())
-        assert seen[split] == set(splits[split].tolist())
-        assert ds.classes["identity"] == [f"id{i:03d}" for i in range(config.identities)]  # one id space
+        labels, names = labels_for_evaluation(ds, "identity")  # held-out identities appended
+        seen[split] = {names[k] for k in labels}
+        assert seen[split] == {f"id{i:03d}" for i in splits[split].tolist()}
+        assert ds.classes["identity"] == train_names  # one label space: the train identities only
+        assert (ds.labels("identity") >= 0).all() == (split == "train")
     assert not (seen["train"] & seen["val"]) and not (seen["train"] & seen["test"]) and not (seen["val"] & seen["test"])
 
 
@@ -133,7 +137,9 @@ def test_ground_truth_has_every_factor_for_every_sample(config):
     for key in R.PARAM_KEYS:
         assert key in truth and len(truth[key]) == len(ds)
     assert np.array_equal(truth["expression"], ds.labels("expression"))
-    assert np.array_equal(truth["identity"], ds.labels("identity"))
+    # ground truth keeps the renderer's identity ids; the labels map them one to one
+    pairs = set(zip(truth["identity"].tolist(), ds.labels("identity").tolist(), strict=True))
+    assert len(pairs) == len(set(truth["identity"].tolist())) == len({label for _, label in pairs})
 
 
 def test_factor_with_fewer_classes_drops_and_counts(config):
