@@ -172,6 +172,9 @@ class OnnxBackend:
             raise FactorlabError('running an .onnx model needs ONNX Runtime: pip install "factorlab[export]"') from None
 
         options = onnxruntime.SessionOptions()
+        # as many threads as PyTorch uses, and no spinning: the image-decoding threads need the cores between runs
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
         self.links = [(h["factor"], h["code"]) for h in meta["heads"]]
         self.logit_outputs = [h["output"] for h in meta["heads"]]
@@ -292,6 +295,11 @@ class Predictor:
     @property
     def code_names(self) -> list[str]:
         return list(self.backend.code_names)
+
+    def code_sizes(self) -> dict[str, int]:
+        """Each code's flattened size (one forward pass of a blank image)."""
+        _, codes = self.backend(torch.zeros(1, 3, self.image_size, self.image_size))
+        return {name: int(code[0].numel()) for name, code in codes.items()}
 
     def __repr__(self) -> str:
         heads = ", ".join(f"{h} ({len(c)} classes)" for h, c in self.classes.items())

@@ -170,6 +170,25 @@ def test_outputs_parse_and_agree_with_the_python_api(run: Path, photos, tmp_path
         assert f"{prediction.classes['expression']} {expected[prediction.classes['expression']]:.0%}" in table_line
 
 
+def test_csv_rows_line_up_with_the_header_also_for_images_without_a_face(run: Path) -> None:
+    from factorlab.commands.predict import CsvWriter
+    from factorlab.predict import ImageResult
+
+    predictor = factorlab.load(run, device="cpu")
+    face = predictor.predict(torch.rand(3, predictor.image_size, predictor.image_size), codes=True)[0]
+    stream = io.StringIO()
+    writer = CsvWriter(stream, predictor, codes=True)
+    writer.add(ImageResult("wall.png"))  # no face: empty cells
+    writer.add(ImageResult("face.png", [face]))
+    header, wall, row = csv.reader(io.StringIO(stream.getvalue()))
+    assert len(header) == len(wall) == len(row)
+    assert wall[0] == "wall.png" and set(wall[1:]) == {""}
+    values = dict(zip(header, row, strict=True))
+    assert values["expression"] == face.classes["expression"]
+    for name, code in face.codes.items():
+        assert [float(values[f"{name}[{i}]"]) for i in range(len(code))] == pytest.approx(code)
+
+
 def test_paths_on_stdin(run: Path, photos) -> None:
     import subprocess
     import sys

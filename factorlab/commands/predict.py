@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 import warnings
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -110,7 +112,7 @@ def predict_command(parser: argparse.ArgumentParser) -> Callable[[argparse.Names
         started = time.perf_counter()
 
         def write(stream: IO[str]) -> None:
-            writer = make_writer(fmt, stream, predictor)
+            writer = make_writer(fmt, stream, predictor, codes=args.codes)
             with progress_bar(total) as (progress, task):
                 for result in predictor.predict_files(
                     paths, codes=args.codes, max_pixels=args.max_pixels, workers=args.workers
@@ -118,7 +120,9 @@ def predict_command(parser: argparse.ArgumentParser) -> Callable[[argparse.Names
                     counts[result.status] += 1
                     counts["faces"] += len(result.predictions)
                     if result.error:
-                        progress.console.print(f"[yellow]skipped[/] {result.path}: {result.error}", soft_wrap=True)
+                        progress.console.print(
+                            f"[yellow]skipped[/] {escape(result.path)}: {escape(result.error)}", soft_wrap=True
+                        )
                     else:
                         writer.add(result)
                     done = sum(counts[k] for k in ("ok", "no face", "skipped"))
@@ -127,8 +131,12 @@ def predict_command(parser: argparse.ArgumentParser) -> Callable[[argparse.Names
             writer.close()
 
         if args.out is None:
-            write(sys.stdout)
-            sys.stdout.flush()
+            try:
+                write(sys.stdout)
+                sys.stdout.flush()
+            except BrokenPipeError:  # the reader stopped early (`| head`): not an error, and no traceback at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return EXIT_SKIPPED if counts["skipped"] else 0
         else:
             from factorlab.files import atomic_write
 
@@ -245,20 +253,19 @@ class CsvWriter:
     """path, face, box (x, y, w, h), detection, then per head its class and one probability column per class
     (`expression:happy`), then with --codes one column per code dimension (`exp[0]`)."""
 
-    def __init__(self, stream: IO[str], predictor) -> None:
+    def __init__(self, stream: IO[str], predictor, *, codes: bool = False) -> None:
         self.stream, self.predictor = stream, predictor
         self.writer = csv.writer(stream)
-        self.header: list[str] | None = None
+        header = ["path", "face", "box_x", "box_y", "box_w", "box_h", "detection"]
+        for head, classes in predictor.classes.items():
+            header += [head, *(f"{head}:{c}" for c in classes)]
+        self.code_sizes = predictor.code_sizes() if codes else {}
+        for name, size in self.code_sizes.items():
+            header += [f"{name}[{i}]" for i in range(size)]
+        self.writer.writerow(header)
 
     def add(self, result) -> None:
         for record in records(result):
-            if self.header is None:
-                self.header = ["path", "face", "box_x", "box_y", "box_w", "box_h", "detection"]
-                for head, classes in self.predictor.classes.items():
-                    self.header += [head, *(f"{head}:{c}" for c in classes)]
-                for name, code in (record.get("codes") or {}).items():
-                    self.header += [f"{name}[{i}]" for i in range(len(code))]
-                self.writer.writerow(self.header)
             box = record["box"] or [""] * 4
             row = [record["path"], "" if record["face"] is None else record["face"], *box, record.get("detection", "")]
             for head, classes in self.predictor.classes.items():
@@ -266,8 +273,8 @@ class CsvWriter:
                 row += (
                     [pred["class"], *(pred["probabilities"][c] for c in classes)] if pred else [""] * (1 + len(classes))
                 )
-            for code in (record.get("codes") or {}).values():
-                row += code
+            for name, size in self.code_sizes.items():
+                row += record["codes"][name] if record.get("codes") else [""] * size
             self.writer.writerow(row)
         self.stream.flush()
 
@@ -289,22 +296,22 @@ class TableWriter:
 
     def add(self, result) -> None:
         if not result.predictions:
-            self.table.add_row(result.path, "-", "no face found", *[""] * len(self.heads))
+            self.table.add_row(escape(result.path), "-", "no face found", *[""] * len(self.heads))
         for p in result.predictions:
             box = ", ".join(f"{v:.0f}" for v in p.box) if p.box else "-"
             cells = [f"{p.classes[h]} {p.probabilities[h][p.classes[h]]:.0%}" for h in self.heads]
-            self.table.add_row(result.path, str(p.face), box, *cells)
+            self.table.add_row(escape(result.path), str(p.face), box, *(escape(c) for c in cells))
 
     def close(self) -> None:
         if self.table.row_count:
             self.console.print(self.table)
 
 
-def make_writer(fmt: str, stream: IO[str], predictor):
+def make_writer(fmt: str, stream: IO[str], predictor, *, codes: bool = False):
     if fmt == "jsonl":
         return JsonLinesWriter(stream)
     if fmt == "json":
         return JsonWriter(stream)
     if fmt == "csv":
-        return CsvWriter(stream, predictor)
+        return CsvWriter(stream, predictor, codes=codes)
     return TableWriter(stream, predictor)
