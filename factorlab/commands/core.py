@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from factorlab.commands import args as types
 from factorlab.errors import FactorlabError
 from factorlab.hookspecs import KINDS
 
@@ -152,7 +153,7 @@ def data_command(parser: argparse.ArgumentParser) -> Handler:
     preview.add_argument("dataset", help="a registered data set, e.g. synthfaces")
     preview.add_argument("options", nargs="*", metavar="key=value", help="data-set options, e.g. difficulty=0.5")
     preview.add_argument("--out", type=Path, default=Path("grid.png"), help="PNG file to write (default grid.png)")
-    preview.add_argument("--image-size", type=int, default=64)
+    preview.add_argument("--image-size", type=types.int_range(16, 1024, "an image side"), default=64)
 
     def handle(args: argparse.Namespace) -> int:
         from factorlab.data.preview import preview_dataset

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from factorlab import report
+from factorlab.commands import args as types
 from factorlab.errors import FactorlabError
 from factorlab.files import atomic_write_text, check_writable_dir
 
@@ -57,7 +58,7 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("rundir", type=Path, help="a finished run folder (the one `factorlab run` printed)")
     parser.add_argument("--split", default="test", choices=["val", "test"], help="split to evaluate (default test)")
     parser.add_argument(
-        "--max-samples", type=int, default=5000, metavar="N", help="at most N samples of each split (default 5000)"
+        "--max-samples", type=types.count, default=5000, metavar="N", help="at most N samples of each split (default 5000)"
     )
     parser.add_argument("--no-probes", action="store_true", help="skip the post-hoc leakage probes (the slowest part)")
     parser.add_argument("--tsne", action="store_true", help="also draw t-SNE projections (slower than PCA)")
@@ -65,10 +66,10 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
         "--checkpoint", choices=["best", "last"],
         help="which checkpoint to load (default: the recipe's run.checkpoint, the one summary.json scores)",
     )  # fmt: skip
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the samples, probes and pairs")
+    parser.add_argument("--device", type=types.device, default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    parser.add_argument("--seed", type=types.seed, default=0, help="seed of the samples, probes and pairs")
     parser.add_argument(
-        "--swap", type=int, nargs="?", const=500, default=0, metavar="PAIRS",
+        "--swap", type=types.count, nargs="?", const=500, default=0, metavar="PAIRS",
         help="also score code swaps against the renderer's true images (SynthFaces runs with a decoder; default 500 pairs)",
     )  # fmt: skip
     parser.add_argument(

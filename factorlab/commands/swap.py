@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from factorlab.commands import args as types
 from factorlab.errors import FactorlabError
 
 if TYPE_CHECKING:
@@ -106,9 +107,9 @@ def swap_command(parser: argparse.ArgumentParser):
     parser.add_argument(
         "--codes", help="comma-separated codes to swap (default: the code the first [[heads]] entry reads, e.g. exp)"
     )
-    parser.add_argument("--pairs", type=int, metavar="N", help="N random pairs from --split (grid), or pairs to score")
+    parser.add_argument("--pairs", type=types.count, metavar="N", help="N random pairs from --split (grid), or pairs to score")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="split of random pairs")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random pairs")
+    parser.add_argument("--seed", type=types.seed, default=0, help="seed of the random pairs")
     parser.add_argument("--align", action="store_true", help="crop the face in image files with MTCNN")
     parser.add_argument(
         "--checkpoint", choices=["best", "last"],
@@ -161,13 +162,13 @@ def swap_command(parser: argparse.ArgumentParser):
             row_labels = [f"1: {labels[0]}\n2: {labels[1]}"]
         else:
             dataset = build_dataset(recipe, args.split, model.factors)
+            factor_labels = {f: np.asarray(dataset.labels(f)) for f in model.factors if f in dataset.classes}
+            pairs = swap.random_pairs(factor_labels, args.pairs, seed=args.seed)  # at most what the split gives
             check_memory(
                 swap.grid_bytes(args.pairs, recipe.data.image_size),
                 f"a grid of --pairs {args.pairs}",
                 "ask for fewer pairs; a grid is for looking at a few dozen",
             )
-            factor_labels = {f: np.asarray(dataset.labels(f)) for f in model.factors if f in dataset.classes}
-            pairs = swap.random_pairs(factor_labels, args.pairs, seed=args.seed)
             specs = [[f"{args.split}:{i}" for i in pair] for pair in pairs.tolist()]
             batch, labels = load_inputs([s for pair in specs for s in pair], recipe, model, align=False)
             x1, x2 = batch[0::2], batch[1::2]

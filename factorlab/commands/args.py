@@ -1,0 +1,40 @@
+"""Argument types for the sub-commands: a bad value is an argparse error (exit 2) naming the option."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from factorlab.recipe import DEVICE, MAX_SEED
+
+
+def int_range(low: int, high: int | None = None, what: str = "a whole number") -> Callable[[str], int]:
+    """An int between `low` and `high` (inclusive; no upper bound when None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < low or (high is not None and value > high):
+            span = f"from {low} to {high}" if high is not None else f"of {low} or more"
+            raise argparse.ArgumentTypeError(f"{value}: give {what} {span}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+#: A seed: 0 to 2**63-1 (what torch and numpy both accept).
+seed = int_range(0, MAX_SEED, "a seed")
+#: A count of things (pairs, samples, workers, images): 1 or more.
+count = int_range(1, None, "a count")
+
+
+def device(text: str) -> str:
+    """auto, cpu, cuda, cuda:N or mps."""
+    if not DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r}; use one of auto, cpu, cuda, cuda:N (e.g. cuda:1), mps"
+        )
+    return text

@@ -1,0 +1,490 @@
+"""Every user error exits 2 with a clear message, through the real CLI in subprocesses; run folders stay whole.
+
+The table holds bad inputs of every kind (recipe, override, data, image, checkpoint, weights, output
+location, disk space, size of a request). Each runs as `python -m factorlab ...` in its own process
+(in parallel: most are `validate`, `compare` or `prepare` on tiny files); cases that need a run folder
+use copies of one tiny decoder run built once for the module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from factorlab.testing import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = str(ROOT / "recipes" / "quickstart.toml")
+SWAP_RECIPE = ROOT / "recipes" / "synth" / "identity-swap.toml"
+TINY = [
+    "data.identities=12",
+    "data.samples_per_identity=16",
+    "data.image_size=32",
+    "run.batch_size=16",
+    "run.epochs=1",
+    "run.max_steps_per_epoch=3",
+]
+CATCH_ALL = "This is not a known user error"
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+MOUNTS: list[Path] = []
+
+
+# ---------------------------------------------------------------------------------------------
+# Making bad files
+
+
+def bomb_png(path: Path, side: int = 20000) -> Path:
+    """A valid PNG header claiming side x side pixels (a decompression bomb), with a tiny body."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    body = zlib.compress(b"\x00" * 64)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+class Payload:
+    """Unpickling this would run code (torch.save stores it as a global reference)."""
+
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+def random_bytes(path: Path, n: int = 2000) -> Path:
+    path.write_bytes(os.urandom(n) if n else b"")
+    return path
+
+
+def copy_run(run: Path, case: Path) -> Path:
+    target = case / "run"
+    shutil.copytree(run, target)
+    return target
+
+
+def read_only_copy(run: Path, case: Path) -> Path:
+    """A copy of the run folder on a read-only bind mount (root only)."""
+    target = copy_run(run, case)
+    view = case / "ro"
+    view.mkdir()
+    subprocess.run(["mount", "--bind", str(target), str(view)], check=True)
+    MOUNTS.append(view)
+    subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], check=True)
+    return view
+
+
+def can_mount_read_only() -> str | None:
+    """None when read-only bind mounts work here, else why not."""
+    if not IS_ROOT or shutil.which("mount") is None:
+        return "needs root and mount(8) for a read-only bind mount (root ignores permission bits)"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+
+
+@dataclass
+class Case:
+    id: str
+    args: list[str]  # {run} = the prepared run folder, {case} = this case's folder
+    phrase: str  # the key phrase of the message (a regular expression)
+    prep: Callable[[Path, Path], dict[str, str]] | None = None  # (case dir, base run) -> extra placeholders
+    skip: str | None = None
+
+
+def v(*overrides: str) -> list[str]:
+    return ["validate", QUICK, *overrides]
+
+
+def _file(name: str, content: bytes) -> Callable[[Path, Path], dict[str, str]]:
+    def prep(case: Path, run: Path) -> dict[str, str]:
+        (case / name).write_bytes(content)
+        return {}
+
+    return prep
+
+
+def _damaged_run(damage: Callable[[Path, Path], None]) -> Callable[[Path, Path], dict[str, str]]:
+    def prep(case: Path, run: Path) -> dict[str, str]:
+        target = copy_run(run, case)
+        damage(target, case)
+        return {"run": str(target)}
+
+    return prep
+
+
+def _read_only(case: Path, run: Path) -> dict[str, str]:
+    return {"run": str(read_only_copy(run, case))}
+
+
+def _weights(kind: str) -> Callable[[Path, Path], dict[str, str]]:
+    def prep(case: Path, run: Path) -> dict[str, str]:
+        path = case / "w.pt"
+        if kind == "random":
+            random_bytes(path)
+        elif kind == "json":
+            path.write_text('{"conv2d_1a.conv.weight": [1, 2, 3]}')
+        elif kind == "empty":
+            path.write_bytes(b"")
+        elif kind == "folder":
+            path.mkdir()
+        elif kind == "evil":
+            torch.save({"conv2d_1a.conv.weight": torch.zeros(1), "x": Payload()}, path)
+        return {"weights": str(path)}
+
+    return prep
+
+
+def _lock(pid_host: Callable[[], tuple[int, str]]) -> Callable[[Path, Path], None]:
+    def damage(target: Path, case: Path) -> None:
+        pid, host = pid_host()
+        (target / ".lock").write_text(json.dumps({"pid": pid, "host": host, "since": "2026-12-01 10:00:00"}))
+
+    return damage
+
+
+def _imagefolder_of(content: Callable[[Path], None]) -> Callable[[Path, Path], dict[str, str]]:
+    def prep(case: Path, run: Path) -> dict[str, str]:
+        for name in ("happy", "sad"):
+            (case / "root" / name).mkdir(parents=True)
+            content(case / "root" / name / f"{name}.png")
+        return {}
+
+    return prep
+
+
+WEIGHTS_RUN = [
+    "run",
+    QUICK,
+    "data.identities=12",
+    "data.samples_per_identity=2",
+    "encoder.type=inception_resnet_v1",
+    "encoder.cut=conv2d_4b",
+    "encoder.weights={weights}",
+    "--out",
+    "{case}/runs",
+]
+RO = can_mount_read_only()
+NO_GPU = "a CUDA device is available here" if torch.cuda.is_available() else None
+
+CASES = [
+    # --- recipe files
+    Case("binary recipe", ["validate", "{case}/r.toml"], r"r\.toml is a binary file, not text", _file("r.toml", b"\x00\xff\xfe" + os.urandom(100))),
+    Case("latin-1 recipe", ["validate", "{case}/r.toml"], r"r\.toml is not UTF-8 text \(byte 0xe9 at line 2", _file("r.toml", b"[run]\nname = 'caf\xe9'\n")),
+    Case("missing recipe", ["validate", "{case}/nope.toml"], "recipe file not found"),
+    Case("recipe is a folder", ["validate", "{case}"], r"recipe file not found: .* \(it is a folder\)"),
+    Case("TOML syntax", ["validate", "{case}/r.toml"], r"TOML syntax error in .*r\.toml:2", _file("r.toml", b"[run]\nname = \n")),
+    Case("empty recipe", ["validate", "{case}/r.toml"], "data: required key is missing", _file("r.toml", b"")),
+    # --- values that passed validate and crashed in run
+    Case("negative width", v("codes.exp.widths=[128,128,-64,0]"), r"codes\.exp\.widths\.2: Input should be greater than or equal to 1"),
+    Case("zero encoder width", v("encoder.widths=[0]"), r"encoder\.widths\.0: Input should be greater than or equal to 1"),
+    Case("zero stride", v("codes.exp.strides=[1,0,1,1]"), r"codes\.exp\.strides\.1: Input should be greater"),
+    Case("negative head hidden", v("heads.0.type=mlp", "heads.0.hidden=[-1]"), r"heads\.0\.hidden\.0: Input should be greater"),
+    Case("zero adversary hidden", v("adversaries.0.hidden=[0]"), r"adversaries\.0\.hidden\.0: Input should be greater"),
+    Case("seed 2**64", v("run.seed=18446744073709551616"), r"run\.seed: Input should be less than or equal to 9223372036854775807"),
+    Case("negative seed", v("run.seed=-1"), r"run\.seed: Input should be greater than or equal to 0"),
+    Case("seed as text", v("run.seed=abc"), r"run\.seed: Input should be a valid integer"),
+    Case("device tpu", v("run.device=tpu"), r"run\.device: unknown device 'tpu'; use one of auto, cpu, cuda, cuda:N"),
+    Case("device cuda:x", v("run.device=cuda:x"), r"unknown device 'cuda:x'"),
+    Case("name escapes run.output", v("run.name=../../escape"), r"run\.name: '\.\./\.\./escape' is not a plain folder name"),
+    Case("name with a slash", v("run.name=a/b"), "is not a plain folder name"),
+    Case("hidden name", v("run.name=.x"), "is not a plain folder name"),
+    Case("empty name", v('run.name=""'), r"run\.name: String should have at least 1 character"),
+    Case("zero epochs", v("run.epochs=0"), r"run\.epochs: Input should be greater than or equal to 1"),
+    Case("batch of one", v("run.batch_size=1"), r"run\.batch_size: Input should be greater than or equal to 2"),
+    Case("zero learning rate", v("optim.main.lr=0"), r"optim\.main\.lr: Input should be greater than 0"),
+    Case("tiny images", v("data.image_size=8"), r"data\.image_size: Input should be greater than or equal to 32"),
+    Case("unknown key", v("run.epochz=3"), r"run\.epochz: unknown key"),
+    Case("unknown encoder", v("encoder.type=nope"), r"encoder\.type: unknown encoder 'nope'"),
+    Case("unknown branch", v("codes.exp.branch=nope"), r"codes\.exp\.branch: unknown branch"),
+    Case("unknown data set", v("data.dataset=nope"), r"data\.dataset: unknown data ?set 'nope'"),
+    Case("head reads no code", v("heads.0.code=nope"), r"heads\.0\.code: no code named 'nope'"),
+    Case("override without =", v("run.epochs"), r"override 'run\.epochs' has no '='"),
+    Case("list index out of range", v("heads.5.type=mlp"), r"heads has 1 entries"),
+    Case("unknown precision", v("run.precision=fp8"), r"run\.precision: Input should be 'auto', 'fp32', 'bf16' or 'fp16'"),
+    Case("beta_rec without decoder", v("loss.beta_rec=1"), r"beta_rec > 0 needs a decoder"),
+    Case("best metric not measured", v("run.best_metric=nope"), r"run\.best_metric: 'nope' is not measured on val"),
+    Case("too few identities", v("data.identities=1"), r"data\.identities: Input should be greater than or equal to 3"),
+    Case("crop too large", v("data.augment.crop=0.9"), r"data\.augment\.crop: Input should be less than or equal to 0\.5"),
+    # --- output locations
+    Case("run.output is a file", v("run.output={case}/f"), r"run\.output .*f is a file, not a folder", _file("f", b"x")),
+    Case("run.output in /proc", v("run.output=/proc/factorlab-x"), r"cannot write run\.output /proc/factorlab-x: no file can be created in /proc"),
+    Case("run --out in /proc", ["run", QUICK, "--out", "/proc/factorlab-x"], r"cannot write run\.output /proc/factorlab-x"),
+    Case("run without recipe", ["run"], "factorlab run needs a recipe file"),
+    Case("cuda without GPU", ["run", QUICK, *TINY, "run.device=cuda", "--out", "{case}/runs"], "no CUDA device is available", skip=NO_GPU),
+    # --- weights files (the trunk loads them when the model is built)
+    Case("weights: random bytes", WEIGHTS_RUN, r"w\.pt is not a torch file \(2000 bytes", _weights("random")),
+    Case("weights: JSON", WEIGHTS_RUN, r"w\.pt is JSON text", _weights("json")),
+    Case("weights: empty", WEIGHTS_RUN, r"w\.pt is empty \(0 bytes\)", _weights("empty")),
+    Case("weights: a folder", WEIGHTS_RUN, r"encoder\.weights='.*w\.pt' is a folder, not a weight file", _weights("folder")),
+    Case("weights: pickled code", WEIGHTS_RUN, r"refers to Python code or classes that factorlab does not load", _weights("evil")),
+    Case("weights: missing", [*WEIGHTS_RUN[:-3], "encoder.weights={case}/none.pt", *WEIGHTS_RUN[-2:]], r"none\.pt': no such file"),
+    # --- resuming damaged or busy run folders
+    Case("resume: broken line mid-log", ["run", "--resume", "{run}"], r"metrics\.jsonl, line 1: not a JSON record",
+         _damaged_run(lambda r, c: (r / "metrics.jsonl").write_text("{torn\n" + (r / "metrics.jsonl").read_text()))),
+    Case("resume: best.pt over last.pt", ["run", "--resume", "{run}"], r"last\.pt holds only model weights \(a best\.pt checkpoint\?\)",
+         _damaged_run(lambda r, c: shutil.copy(r / "checkpoints" / "best.pt", r / "checkpoints" / "last.pt"))),
+    Case("resume: architecture changed", ["run", "--resume", "{run}", "codes.exp.widths=[64,64,32,32]"],
+         r"builds a different model .*Changed: codes\.exp\.widths: \[128, 128, 64, 64\] -> \[64, 64, 32, 32\]"),
+    Case("resume: random-bytes last.pt", ["run", "--resume", "{run}"], r"last\.pt is not a torch file",
+         _damaged_run(lambda r, c: random_bytes(r / "checkpoints" / "last.pt"))),
+    Case("resume: truncated last.pt", ["run", "--resume", "{run}"], r"last\.pt is a damaged or truncated torch file",
+         _damaged_run(lambda r, c: (r / "checkpoints" / "last.pt").write_bytes((r / "checkpoints" / "last.pt").read_bytes()[:5000]))),
+    Case("resume: a tensor, not a checkpoint", ["run", "--resume", "{run}"], r"is a torch file but not a factorlab checkpoint",
+         _damaged_run(lambda r, c: torch.save(torch.zeros(3), r / "checkpoints" / "last.pt"))),
+    Case("resume: no checkpoint", ["run", "--resume", "{run}"], r"no checkpoint at .*last\.pt",
+         _damaged_run(lambda r, c: shutil.rmtree(r / "checkpoints"))),
+    Case("resume: not a run folder", ["run", "--resume", "{case}"], r"is not a run folder \(no recipe\.toml\)"),
+    Case("resume: binary recipe.toml", ["run", "--resume", "{run}"], r"recipe\.toml is a binary file",
+         _damaged_run(lambda r, c: random_bytes(r / "recipe.toml").write_bytes(b"\x00" + os.urandom(50)))),
+    Case("resume: unknown device", ["run", "--resume", "{run}", "run.device=tpu"], r"unknown device 'tpu'"),
+    Case("resume: in use here", ["run", "--resume", "{run}"], rf"is in use by process {os.getpid()} on {re.escape(socket.gethostname())}",
+         _damaged_run(_lock(lambda: (os.getpid(), socket.gethostname())))),
+    Case("resume: in use elsewhere", ["run", "--resume", "{run}"], r"is in use by process 1 on elsewhere .*delete .*\.lock",
+         _damaged_run(_lock(lambda: (1, "elsewhere")))),
+    Case("resume: read-only folder", ["run", "--resume", "{run}"], r"cannot write into run folder .*read-only file system", _read_only, RO),
+    # --- eval
+    Case("eval: read-only folder", ["eval", "{run}", "--no-probes"], r"cannot write the evaluation into run folder .*read-only file system", _read_only, RO),
+    Case("eval: no such folder", ["eval", "{case}/nope"], "run folder not found"),
+    Case("eval: binary summary.json", ["eval", "{run}"], r"summary\.json is not UTF-8 text",
+         _damaged_run(lambda r, c: random_bytes(r / "summary.json").write_bytes(b"\xff\xfe" + os.urandom(50)))),
+    Case("eval: too few samples", ["eval", "{run}", "--max-samples", "3"], r"--max-samples 3: use at least 10"),
+    # --- compare
+    Case("compare: binary summary.json", ["compare", "{run}"], r"summary\.json is not UTF-8 text",
+         _damaged_run(lambda r, c: (r / "summary.json").write_bytes(b"\xff\xfe\x00" + os.urandom(50)))),
+    Case("compare: broken summary.json", ["compare", "{run}"], r"summary\.json, line 1: not valid JSON",
+         _damaged_run(lambda r, c: (r / "summary.json").write_text("{"))),
+    Case("compare: binary eval.json", ["compare", "{run}"], r"eval\.json is not UTF-8 text",
+         _damaged_run(lambda r, c: (r / "eval.json").write_bytes(b"\xff" + os.urandom(50)))),
+    Case("compare: unfinished run", ["compare", "{run}"], r"has no summary\.json: the run has not finished",
+         _damaged_run(lambda r, c: (r / "summary.json").unlink())),
+    Case("compare: --out in /proc", ["compare", "{run}", "--out", "/proc/factorlab-x/t.md"], r"cannot write --out /proc/factorlab-x"),
+    # --- swap
+    Case("swap: --pairs beyond the split", ["swap", "--run", "{run}", "--pairs", "100000", "--out", "{case}/s.png"], r"--pairs 100000: the \d+ samples to draw from give at most \d+"),
+    Case("swap: --pairs 0", ["swap", "--run", "{run}", "--pairs", "0"], r"--pairs 0: give a positive number of pairs"),
+    Case("swap: --out in /proc", ["swap", "--run", "{run}", "test:0", "test:1", "--out", "/proc/factorlab-x/s.png"], r"cannot write --out /proc/factorlab-x"),
+    Case("swap: decompression bomb", ["swap", "--run", "{run}", "{case}/bomb.png", "test:1", "--out", "{case}/s.png"], r"bomb\.png is too large to decode safely",
+         lambda c, r: {"_": str(bomb_png(c / "bomb.png"))}),
+    Case("swap: random-bytes image", ["swap", "--run", "{run}", "{case}/x.png", "test:1", "--out", "{case}/s.png"], r"cannot read image .*x\.png", _file("x.png", os.urandom(300))),
+    Case("swap: unknown code", ["swap", "--run", "{run}", "test:0", "test:1", "--codes", "nope", "--out", "{case}/s.png"], r"--codes nope: the run's codes are"),
+    Case("swap: index out of range", ["swap", "--run", "{run}", "test:99999", "test:1", "--out", "{case}/s.png"], r"test:99999: the test split .* use an index from 0 to"),
+    Case("swap: --out not an image", ["swap", "--run", "{run}", "test:0", "test:1", "--out", "{case}/s.txt"], r"give an image file name such as swap\.png"),
+    # --- command-line options
+    Case("eval --device tpu", ["eval", "{run}", "--device", "tpu"], r"argument --device: unknown device 'tpu'"),
+    Case("eval --seed -1", ["eval", "{run}", "--seed", "-1"], r"argument --seed: -1: give a seed from 0 to 9223372036854775807"),
+    Case("eval --swap -5", ["eval", "{run}", "--swap", "-5"], r"argument --swap: -5: give a count of 1 or more"),
+    Case("swap --seed 2**70", ["swap", "--run", "{run}", "--pairs", "2", "--seed", str(2**70)], r"argument --seed: \d+: give a seed from 0"),
+    Case("swap --pairs text", ["swap", "--run", "{run}", "--pairs", "many"], r"argument --pairs: 'many' is not a count"),
+    Case("preview --image-size 0", ["data", "preview", "synthfaces", "--image-size", "0"], r"argument --image-size: 0: give an image side from 16 to 1024"),
+    Case("prepare --workers 0", ["prepare", "imagefolder", "--root", "{case}", "--workers", "0"], r"argument --workers: 0: give a count of 1 or more"),
+    Case("prepare --device tpu", ["prepare", "imagefolder", "--root", "{case}", "--device", "tpu"], r"argument --device: unknown device 'tpu'"),
+    # --- prepare
+    Case("prepare: every image corrupt", ["prepare", "imagefolder", "--root", "{case}/root", "--out", "{case}/cache", "--workers", "1"],
+         r"prepare kept no image of imagefolder: all 2 were skipped, e.g\.\n  happy/happy\.png: ", _imagefolder_of(lambda p: random_bytes(p, 300))),
+    Case("prepare: decompression bomb", ["prepare", "imagefolder", "on_error=raise", "--root", "{case}/root", "--out", "{case}/cache", "--workers", "1"],
+         r"happy\.png is too large to decode safely", _imagefolder_of(bomb_png)),
+    Case("prepare: --out in /proc", ["prepare", "imagefolder", "--root", "{case}", "--out", "/proc/factorlab-x"], r"cannot write --out /proc/factorlab-x"),
+    Case("prepare: binary CSV", ["prepare", "fer2013", "--root", "{case}", "--out", "{case}/cache"], r"fer2013\.csv:\d+: the list is not UTF-8 text",
+         _file("fer2013.csv", b"emotion,pixels,Usage\n\xff\xfe" + os.urandom(200))),
+    Case("prepare: CSV with NUL bytes", ["prepare", "fer2013", "--root", "{case}", "--out", "{case}/cache"], r"fer2013\.csv:\d+: the list is not a valid CSV file",
+         _file("fer2013.csv", b"emotion,pixels,Usage\n0,\x00\x00,Training\n")),
+    Case("prepare: unknown data set", ["prepare", "nope", "--root", "{case}"], r"unknown data set 'nope'"),
+    Case("prepare: missing root", ["prepare", "imagefolder", "--root", "{case}/nope"], r"image-folder root .*nope does not exist"),
+    Case("prepare: bad option", ["prepare", "imagefolder", "margin=7", "--root", "{case}"], r"margin: Input should be less than or equal to 1"),
+]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the table (in parallel, once per module)
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory) -> Path:
+    """One tiny finished run with a decoder (SynthFaces 32 px, one epoch of 3 steps)."""
+    out = tmp_path_factory.mktemp("base")
+    result = run_cli("run", str(SWAP_RECIPE), *TINY, "--out", str(out / "runs"), cwd=out)
+    assert result.returncode == 0, result.stderr
+    return Path(re.search(r"run folder: (\S+)", result.stdout).group(1))
+
+
+@pytest.fixture(scope="module")
+def results(base_run: Path, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    root = tmp_path_factory.mktemp("cases")
+    jobs = {}
+    for k, case in enumerate(c for c in CASES if not c.skip):
+        folder = root / f"case{k:02d}"
+        folder.mkdir()
+        places = {"run": str(base_run), "case": str(folder)}
+        if case.prep:
+            places.update(case.prep(folder, base_run))
+        jobs[case.id] = ([arg.format(**places) for arg in case.args], folder)
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            futures = {
+                name: pool.submit(run_cli, *args, cwd=folder, timeout=300) for name, (args, folder) in jobs.items()
+            }
+            yield {name: future.result() for name, future in futures.items()}
+    finally:
+        for mount in MOUNTS:
+            subprocess.run(["umount", str(mount)], check=False)
+        MOUNTS.clear()
+
+
+def test_the_table_is_large() -> None:
+    assert len(CASES) >= 60
+    assert len({case.id for case in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_user_error_exits_2_with_a_clear_message(case: Case, results: dict) -> None:
+    if case.skip:
+        pytest.skip(case.skip)
+    result = results[case.id]
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output
+    assert CATCH_ALL not in output
+    assert "weights_only=False" not in output
+    assert "error: " in result.stderr
+    message = " ".join(result.stderr.split())  # rich wraps long lines
+    assert re.search(case.phrase, message) or re.search(case.phrase, result.stderr), result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Run folders stay whole
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_resume_drops_a_torn_last_line_and_clears_a_stale_lock(base_run: Path, tmp_path: Path) -> None:
+    run = copy_run(base_run, tmp_path)
+    before = (run / "metrics.jsonl").read_text()
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 1, "split": "tr')  # killed while writing a line
+    (run / ".lock").write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname(), "since": "x"}))
+    result = run_cli("run", "--resume", str(run))
+    assert result.returncode == 0, result.stderr
+    assert "dropped a torn last line" in " ".join(result.stdout.split())
+    assert (run / "metrics.jsonl").read_text() == before
+    assert not (run / ".lock").exists()
+
+
+def test_a_second_writer_is_refused_while_a_resume_runs(base_run: Path, tmp_path: Path) -> None:
+    run = copy_run(base_run, tmp_path)
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "factorlab", "run", "--resume", str(run), "run.epochs=4", "run.max_steps_per_epoch=6"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / ".lock").exists():
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        second = run_cli("run", "--resume", str(run), "run.epochs=4")
+        out, err = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, err
+    assert second.returncode == 2, second.stderr
+    assert f"is in use by process {first.pid}" in " ".join(second.stderr.split())
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    epochs = [(r["epoch"], r["split"]) for r in records]
+    assert epochs == sorted(set(epochs)), "every epoch is logged once"
+    assert {e for e, _ in epochs} == {0, 1, 2, 3}
+    assert not (run / ".lock").exists()
+
+
+def test_a_full_disk_during_a_checkpoint_exits_2_and_keeps_nothing_half_written(tmp_path: Path) -> None:
+    if not IS_ROOT or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a small tmpfs (a full disk cannot be made otherwise)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    # the quickstart's checkpoint (~18 MB) cannot fit in 4 MB; the recipe and the log can
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)]).returncode != 0:
+        pytest.skip("mounting a tmpfs is not allowed here")
+    try:
+        result = run_cli("run", QUICK, *TINY, "--out", str(disk / "runs"))
+        output = result.stdout + result.stderr
+        assert result.returncode == 2, output
+        assert "Traceback" not in output and CATCH_ALL not in output
+        message = " ".join(result.stderr.split())
+        assert re.search(r"the disk is full: could not write .*checkpoints/(best|last)\.pt", message), message
+        assert "MiB free on the file system of" in message
+        leftovers = [p.name for p in disk.rglob("*") if p.suffix == ".tmp" or p.suffix == ".pt"]
+        assert leftovers == [], leftovers
+        assert not list(disk.rglob(".lock")), "the lock is released"
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_files_get_the_users_umask(base_run: Path, tmp_path: Path) -> None:
+    # the base run was written under this process's umask: files 0666 & ~umask, folders 0777 & ~umask
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for path in [base_run / "recipe.toml", base_run / "summary.json", base_run / "checkpoints" / "last.pt"]:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
+    assert (base_run / "checkpoints").stat().st_mode & 0o777 == 0o777 & ~mask
+    # a CLI process with umask 027: the group can read, others nothing
+    out = tmp_path / "grid.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "factorlab", "data", "preview", "synthfaces", "identities=6", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: os.umask(0o027),
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_memory_hungry_request_is_refused_before_it_allocates(base_run: Path, tmp_path: Path) -> None:
+    from factorlab import swap
+    from factorlab.errors import ResourceError
+    from factorlab.resources import available_memory, check_memory
+
+    # 100 million pairs of a 32-sample split: drawing them alone would take 6.4 GB; refused at once
+    log = tmp_path / "stderr.txt"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "factorlab", "swap", "--run", str(base_run), "--pairs", "100000000",
+             "--out", str(tmp_path / "s.png")],
+            stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+        )  # fmt: skip
+        _, status, usage = os.wait4(proc.pid, 0)
+    message = " ".join(log.read_text().split())
+    assert os.waitstatus_to_exitcode(status) == 2, message
+    assert re.search(r"--pairs 100000000: the \d+ samples to draw from give at most \d+", message), message
+    peak_mib = usage.ru_maxrss / 1024  # KiB on Linux
+    assert peak_mib < 1500, f"the refused request grew to {peak_mib:.0f} MiB"
+    # within what a split gives, the memory estimate refuses what the machine cannot hold
+    with pytest.raises(ResourceError, match=r"would need about .* GiB of memory, but only .* GiB is available"):
+        check_memory(swap.score_bytes(10**9, 160), "scoring 1000000000 pairs", "ask for fewer pairs")
+    with pytest.raises(ResourceError):
+        check_memory(10 * available_memory(), "a test request", "ask for less")
+    check_memory(2**20, "a small request", "ask for less")  # a megabyte is always fine
