@@ -114,6 +114,12 @@ def export_onnx(
             )
         except ImportError as exc:
             raise FactorlabError(f'ONNX export needs {exc.name}: pip install "factorlab[export]"') from None
+        except Exception as exc:  # an operator the exporter cannot translate: say which part, keep --debug's traceback
+            raise FactorlabError(
+                f"torch.onnx could not export the model of {rundir} (encoder {recipe.encoder.type!r}): "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; try another --opset, "
+                "or rerun with --debug for the exporter's traceback"
+            ) from exc
     proto = program.model_proto
     meta = metadata(model, recipe, rundir=rundir, checkpoint=checkpoint, decoder=decoder)
     del proto.metadata_props[:]

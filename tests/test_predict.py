@@ -362,6 +362,23 @@ def test_export_runs_in_onnx_runtime_with_the_same_logits(run: Path, photos, tmp
         assert pa["probabilities"] == pytest.approx(pb["probabilities"], abs=1e-5)
 
 
+def test_onnx_files_not_written_by_factorlab_are_refused(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "plain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph), tmp_path / "plain.onnx")
+    with pytest.raises(FactorlabError, match="without factorlab metadata"):
+        factorlab.load(tmp_path / "plain.onnx")
+    (tmp_path / "text.onnx").write_text("not a model")
+    with pytest.raises(FactorlabError, match="not an ONNX model"):
+        factorlab.load(tmp_path / "text.onnx")
+
+
 @pytest.mark.slow
 def test_export_of_the_paper_architecture(tmp_path: Path) -> None:
     # Inception-ResNet-V1 cut at repeat_2, two conv4 branches, linear head; random weights, 80 px to stay quick
