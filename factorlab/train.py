@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from factorlab import losses
+from factorlab.data.base import FactorDataset
 from factorlab.data.loading import build_dataset, dataset_images, eval_loader, make_loader, to_device
 from factorlab.data.sampling import FaceAugment, epoch_order
 from factorlab.errors import DataError, FactorlabError
@@ -33,90 +34,18 @@ from factorlab.files import atomic_write, atomic_write_text
 from factorlab.model import Disentangler, build_model, resolve_factors
 from factorlab.recipe import Recipe, load_recipe
 from factorlab.rundir import CHECKPOINTS, RunLock, load_checkpoint  # re-exported: their home is rundir
+from factorlab.runtime import (  # re-exported: their home is runtime
+    Dist,
+    autocast,
+    init_distributed,
+    resolve_auto,
+    resolve_device,
+    seed_everything,
+)
 
 
 class NonFiniteLoss(FactorlabError):
     """A loss became NaN or Inf."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Environment
-
-
-@dataclass
-class Dist:
-    """This process's place in a (possibly single-process) distributed run."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-
-def init_distributed(device_type: str) -> Dist:
-    """Join the process group torchrun set up (gloo on CPU, nccl on GPU); a no-op otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def resolve_device(name: str, local_rank: int = 0, distributed: bool = False) -> torch.device:
-    """'auto' -> cuda (this process's GPU) if available, else cpu."""
-    if distributed and name.startswith("cuda:"):
-        raise FactorlabError(
-            f"run.device = {name!r} under torchrun would put every process on one GPU; "
-            "use run.device=cuda (or auto): each process takes cuda:LOCAL_RANK"
-        )
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FactorlabError(f"run.device = {name!r} but no CUDA device is available; use run.device=cpu or auto")
-    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
-        raise FactorlabError(
-            f"run.device = {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s), "
-            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}; use one of them, or run.device=cuda"
-        )
-    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise FactorlabError("run.device = 'mps' but Apple's MPS backend is not available here; use run.device=cpu or auto")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_auto(run, device: torch.device) -> None:
-    """Settle the 'auto' speed options of a [run] section for `device` (in place; the run folder records the result)."""
-    gpu = device.type == "cuda"
-    if run.precision == "auto":
-        run.precision = "bf16" if gpu and torch.cuda.is_bf16_supported() else "fp32"
-    if run.channels_last == "auto":
-        run.channels_last = gpu
-    if gpu:
-        torch.backends.cudnn.benchmark = True  # image sizes are fixed within a run
-
-
-def autocast(device: torch.device, precision: str):
-    """The autocast context of the forward passes (a no-op in fp32)."""
-    if precision in ("fp32", "auto"):
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -433,10 +362,68 @@ def new_run_dir(recipe: Recipe) -> Path:
 # The loop
 
 
+@dataclass
+class Splits:
+    """The recipe's data: the three splits, sharing one label space."""
+
+    train: FactorDataset
+    val: FactorDataset
+    test: FactorDataset
+
+
+@dataclass
+class Training:
+    """Everything the epochs change: model, trainer, schedules, where the loop stands, and what it has seen."""
+
+    recipe: Recipe
+    model: Disentangler
+    trainer: Trainer
+    main_sched: torch.optim.lr_scheduler.LambdaLR
+    adv_sched: torch.optim.lr_scheduler.LambdaLR | None
+    steps_per_epoch: int
+    best_key: str
+    start_epoch: int = 0
+    best: float = -math.inf
+    images_seen: int = 0
+    train_time: float = 0.0
+    last_val: dict[str, float] | None = None  # the final epoch's val metrics: the model the summary describes
+
+
 def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | None = None) -> Path:
-    """Train a recipe into a run folder and return it."""
+    """Train a recipe into a run folder and return it, in named phases."""
     from factorlab.progress import Reporter
 
+    dist_info, device = setup_runtime(recipe)
+    splits = load_splits(recipe)
+    training = build_training(recipe, splits, dist_info, device)
+    if resume is not None:
+        restore(training, resume)
+    rundir, lock = open_run_dir(recipe, rundir, dist_info)
+    reporter = Reporter(
+        rundir, enabled=dist_info.main, total_epochs=recipe.run.epochs, steps_per_epoch=training.steps_per_epoch
+    )
+    started = time.perf_counter()
+    try:
+        for epoch in range(training.start_epoch, recipe.run.epochs):
+            train_metrics = train_epoch(training, splits.train, epoch, dist_info, device, reporter, rundir)
+            if dist_info.main:
+                end_epoch(training, splits.val, epoch, train_metrics, device, reporter, rundir)
+            if dist_info.active:
+                dist.barrier()
+        finish_run(training, splits, time.perf_counter() - started, dist_info, device, reporter, rundir)
+    except BaseException:
+        reporter.close()  # stop the live progress display before the error is printed
+        raise
+    finally:
+        if lock:
+            lock.release()
+    if dist_info.active:
+        dist.barrier()
+    return rundir
+
+
+def setup_runtime(recipe: Recipe) -> tuple[Dist, torch.device]:
+    """Phase 1: this process's device and place in a torchrun group, determinism, seeds."""
     dist_info = init_distributed(resolve_device(recipe.run.device).type)
     device = resolve_device(recipe.run.device, dist_info.local_rank, dist_info.active)
     if device.type == "cuda":
@@ -449,41 +436,54 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
             "the global batch is split evenly across them"
         )
     seed_everything(recipe.run.seed)
+    return dist_info, device
 
+
+def load_splits(recipe: Recipe) -> Splits:
+    """Phase 2: the three splits (test too: a broken test split fails now, not after hours of training)."""
     factors = resolve_factors(recipe)
-    train_set = build_dataset(recipe, "train", factors)
-    val_set = build_dataset(recipe, "val", factors)
-    test_set = build_dataset(recipe, "test", factors)  # now, not after hours of training
-    for split, dataset in (("val", val_set), ("test", test_set)):
-        if dataset.classes != train_set.classes:
+    splits = Splits(*(build_dataset(recipe, split, factors) for split in ("train", "val", "test")))
+    for split, dataset in (("val", splits.val), ("test", splits.test)):
+        if dataset.classes != splits.train.classes:
             raise DataError(
                 f"data set {recipe.data.dataset!r}: the classes of its {split} split differ from the train split's; "
                 "every split must share one label space"
             )
-    model = build_model(recipe, classes=train_set.classes)
+    return splits
 
-    per_rank = recipe.run.batch_size // dist_info.world
-    steps_per_epoch = len(train_set) // recipe.run.batch_size
+
+def build_training(recipe: Recipe, splits: Splits, dist_info: Dist, device: torch.device) -> Training:
+    """Phase 3: the model, its trainer (optimisers, losses) and the learning-rate schedules."""
+    model = build_model(recipe, classes=splits.train.classes)
+    steps_per_epoch = len(splits.train) // recipe.run.batch_size
     if recipe.run.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, recipe.run.max_steps_per_epoch)
     if steps_per_epoch == 0:
         raise FactorlabError(
-            f"the train split has {len(train_set)} samples, fewer than one batch of run.batch_size = {recipe.run.batch_size}"
+            f"the train split has {len(splits.train)} samples, fewer than one batch of "
+            f"run.batch_size = {recipe.run.batch_size}"
         )
     trainer = Trainer(recipe, model, device, dist_info, total_steps=steps_per_epoch * recipe.run.epochs)
     main_sched = make_schedule(trainer.main_opt, recipe.optim, trainer.total_steps, steps_per_epoch)
     adv_sched = (
         make_schedule(trainer.adv_opt, recipe.optim, trainer.total_steps, steps_per_epoch) if trainer.adv_opt else None
     )
+    best_key = recipe.run.best_metric or f"head/{recipe.heads[0].factor}/{recipe.heads[0].code}/accuracy"
+    return Training(recipe, model, trainer, main_sched, adv_sched, steps_per_epoch, best_key)
 
-    start_epoch, best = 0, -math.inf
-    if resume is not None:
-        trainer.load_state_dict(resume["trainer"])
-        main_sched.load_state_dict(resume["main_sched"])
-        if adv_sched and resume.get("adv_sched"):
-            adv_sched.load_state_dict(resume["adv_sched"])
-        start_epoch, best = resume["epoch"] + 1, resume["best"]
-        _set_rng_state(resume["rng"])
+
+def restore(training: Training, resume: dict) -> None:
+    """Phase 3b (resume): weights, optimisers, schedules, RNG and the epoch to continue from."""
+    training.trainer.load_state_dict(resume["trainer"])
+    training.main_sched.load_state_dict(resume["main_sched"])
+    if training.adv_sched and resume.get("adv_sched"):
+        training.adv_sched.load_state_dict(resume["adv_sched"])
+    training.start_epoch, training.best = resume["epoch"] + 1, resume["best"]
+    _set_rng_state(resume["rng"])
+
+
+def open_run_dir(recipe: Recipe, rundir: Path | None, dist_info: Dist) -> tuple[Path, RunLock | None]:
+    """Phase 4: the run folder (new, or the resumed one), locked for this writer, with the resolved recipe."""
     if rundir is None:
         rundir = new_run_dir(recipe) if dist_info.main else None
         if dist_info.active:
@@ -494,138 +494,139 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
     lock = RunLock(rundir).acquire() if dist_info.main else None  # one writer per run folder
     if dist_info.main:
         atomic_write_text(rundir / "recipe.toml", recipe.to_toml())
-    best_key = recipe.run.best_metric or f"head/{recipe.heads[0].factor}/{recipe.heads[0].code}/accuracy"
+    return rundir, lock
+
+
+def train_epoch(
+    training: Training, train_set: FactorDataset, epoch: int, dist_info: Dist, device: torch.device, reporter, rundir
+) -> dict[str, float]:
+    """Phase 5: one epoch of alternating steps over this process's share of the epoch order."""
+    recipe, trainer = training.recipe, training.trainer
     labels_for_balance = None
     if recipe.data.sampler == "balanced":
         labels_for_balance = train_set.labels(recipe.data.balance_factor or recipe.heads[0].factor)
-
     augment = FaceAugment(**recipe.data.augment.model_dump())
     augment_on = augment.flip or augment.crop > 0 or augment.color_jitter > 0
-    reporter = Reporter(rundir, enabled=dist_info.main, total_epochs=recipe.run.epochs, steps_per_epoch=steps_per_epoch)
-    started = time.perf_counter()
-    images_seen, train_time = 0, 0.0
-    last_val = None  # the final epoch's val metrics: the model the summary describes
-    try:
-        for epoch in range(start_epoch, recipe.run.epochs):
-            order = epoch_order(
-                labels_for_balance,
-                len(train_set),
-                seed=recipe.run.seed,
-                epoch=epoch,
-                balanced=labels_for_balance is not None,
-            )
-            order = order[: steps_per_epoch * recipe.run.batch_size][dist_info.rank :: dist_info.world]
-            loader = make_loader(
-                train_set, order, per_rank, num_workers=recipe.run.num_workers, pin_memory=device.type == "cuda"
-            )
-            model.train()
-            sums: dict[str, torch.Tensor] = {}
-            seen = 0
-            first_bad = torch.full((), -1, dtype=torch.long, device=device)
-            reporter.start_epoch(epoch)
-            epoch_start = time.perf_counter()
-            for i, batch in enumerate(loader):
-                images, labels = to_device(batch, device, channels_last=recipe.run.channels_last)
-                if augment_on:
-                    generator = torch.Generator(device=device).manual_seed(
-                        hash((recipe.run.seed, epoch, i, dist_info.rank))
-                    )
-                    images = augment(images, generator)
-                stats = trainer.step(images, labels)
-                main_sched.step()
-                if adv_sched:
-                    adv_sched.step()
-                n = images.shape[0]
-                seen += n
-                bad = ~torch.isfinite(stats["total/loss"])
-                first_bad = torch.where(
-                    (first_bad < 0) & bad, torch.full_like(first_bad, trainer.step_count - 1), first_bad
-                )
-                for key, value in stats.items():
-                    _add(sums, key, value * n if key.endswith("/loss") else value)
-                if (i + 1) % recipe.run.log_every == 0 or i + 1 == steps_per_epoch:  # the last step always logs
-                    _check_finite(first_bad, sums, rundir)
-                    train_metrics = _finish(sums, seen, all_ranks=dist_info.active)
-                    reporter.step(i + 1, train_metrics, seen * dist_info.world / (time.perf_counter() - epoch_start))
-            train_time += time.perf_counter() - epoch_start
-            images_seen += seen * dist_info.world
-            record = {"epoch": epoch, "split": "train", **train_metrics}
-            if dist_info.main:
-                reporter.log(record)
-                val_metrics = {}
-                if (epoch + 1) % recipe.run.eval_every == 0 or epoch + 1 == recipe.run.epochs:
-                    val_metrics = last_val = evaluate(model, val_set, recipe, device)
-                    reporter.log({"epoch": epoch, "split": "val", **val_metrics})
-                    if reporter.writer is not None:
-                        log_images(reporter, model, val_set, epoch, device)
-                score = -math.inf  # epochs without evaluation never replace best.pt
-                if best_key in val_metrics:
-                    score = -val_metrics[best_key] if best_key.endswith("/loss") else val_metrics[best_key]
-                improved, best = score > best, max(best, score)
-                state = {
-                    "trainer": trainer.state_dict(),
-                    "main_sched": main_sched.state_dict(),
-                    "adv_sched": adv_sched.state_dict() if adv_sched else None,
-                    "epoch": epoch,
-                    "best": best,
-                    "rng": _rng_state(),
-                    "classes": model.classes,
-                }
-                if improved:
-                    _save_checkpoint(
-                        {
-                            "model": state["trainer"]["model"],
-                            "epoch": epoch,
-                            "classes": model.classes,
-                            "metric": best_key,
-                            "value": val_metrics.get(best_key),
-                        },
-                        rundir / CHECKPOINTS / "best.pt",
-                    )
-                _save_checkpoint(state, rundir / CHECKPOINTS / "last.pt")
-                reporter.end_epoch(epoch, train_metrics, val_metrics)
-            if dist_info.active:
-                dist.barrier()
-    except BaseException:
-        reporter.close()  # stop the live progress display before the error is printed
-        if lock:
-            lock.release()
-        raise
+    steps_per_epoch = training.steps_per_epoch
+    order = epoch_order(
+        labels_for_balance, len(train_set), seed=recipe.run.seed, epoch=epoch, balanced=labels_for_balance is not None
+    )
+    order = order[: steps_per_epoch * recipe.run.batch_size][dist_info.rank :: dist_info.world]
+    loader = make_loader(
+        train_set,
+        order,
+        recipe.run.batch_size // dist_info.world,
+        num_workers=recipe.run.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    training.model.train()
+    sums: dict[str, torch.Tensor] = {}
+    seen = 0
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    reporter.start_epoch(epoch)
+    epoch_start = time.perf_counter()
+    for i, batch in enumerate(loader):
+        images, labels = to_device(batch, device, channels_last=recipe.run.channels_last)
+        if augment_on:
+            generator = torch.Generator(device=device).manual_seed(hash((recipe.run.seed, epoch, i, dist_info.rank)))
+            images = augment(images, generator)
+        stats = trainer.step(images, labels)
+        training.main_sched.step()
+        if training.adv_sched:
+            training.adv_sched.step()
+        n = images.shape[0]
+        seen += n
+        bad = ~torch.isfinite(stats["total/loss"])
+        first_bad = torch.where((first_bad < 0) & bad, torch.full_like(first_bad, trainer.step_count - 1), first_bad)
+        for key, value in stats.items():
+            _add(sums, key, value * n if key.endswith("/loss") else value)
+        if (i + 1) % recipe.run.log_every == 0 or i + 1 == steps_per_epoch:  # the last step always logs
+            _check_finite(first_bad, sums, rundir)
+            train_metrics = _finish(sums, seen, all_ranks=dist_info.active)
+            reporter.step(i + 1, train_metrics, seen * dist_info.world / (time.perf_counter() - epoch_start))
+    training.train_time += time.perf_counter() - epoch_start
+    training.images_seen += seen * dist_info.world
+    return train_metrics
 
-    wall = time.perf_counter() - started
+
+def end_epoch(
+    training: Training, val_set: FactorDataset, epoch: int, train_metrics: dict, device: torch.device, reporter, rundir
+) -> None:
+    """Phase 6 (main process): log the epoch, validate when due, keep best.pt and last.pt."""
+    recipe, model = training.recipe, training.model
+    reporter.log({"epoch": epoch, "split": "train", **train_metrics})
+    val_metrics: dict[str, float] = {}
+    if (epoch + 1) % recipe.run.eval_every == 0 or epoch + 1 == recipe.run.epochs:
+        val_metrics = training.last_val = evaluate(model, val_set, recipe, device)
+        reporter.log({"epoch": epoch, "split": "val", **val_metrics})
+        if reporter.writer is not None:
+            log_images(reporter, model, val_set, epoch, device)
+    score = -math.inf  # epochs without evaluation never replace best.pt
+    if training.best_key in val_metrics:
+        value = val_metrics[training.best_key]
+        score = -value if training.best_key.endswith("/loss") else value
+    improved, training.best = score > training.best, max(training.best, score)
+    state = {
+        "trainer": training.trainer.state_dict(),
+        "main_sched": training.main_sched.state_dict(),
+        "adv_sched": training.adv_sched.state_dict() if training.adv_sched else None,
+        "epoch": epoch,
+        "best": training.best,
+        "rng": _rng_state(),
+        "classes": model.classes,
+    }
+    if improved:
+        best = {
+            "model": state["trainer"]["model"],
+            "epoch": epoch,
+            "classes": model.classes,
+            "metric": training.best_key,
+            "value": val_metrics.get(training.best_key),
+        }
+        _save_checkpoint(best, rundir / CHECKPOINTS / "best.pt")
+    _save_checkpoint(state, rundir / CHECKPOINTS / "last.pt")
+    reporter.end_epoch(epoch, train_metrics, val_metrics)
+
+
+def finish_run(
+    training: Training, splits: Splits, wall: float, dist_info: Dist, device: torch.device, reporter, rundir
+) -> None:
+    """Phase 7: score the checkpoint `factorlab eval` loads by default on val and test; summary and model card."""
     from factorlab.modelcard import write_model_card
     from factorlab.rundir import checkpoint_info, checkpoint_path
 
-    rank_gap = rank_weight_gap(model) if dist_info.active else 0.0
-    if dist_info.main:
-        summary = {
-            "name": recipe.run.name,
-            "rundir": str(rundir),
-            "recipe": recipe.to_dict(),
-            "splits": {},
-            "wall_time_s": wall,
-            "images_per_s": images_seen / train_time if train_time > 0 else 0.0,
-            "epochs": recipe.run.epochs,
-            "classes": model.classes,
-            "world_size": dist_info.world,
-            "max_weight_difference_across_ranks": rank_gap,
-        }
-        # the test number is the model `factorlab eval` loads by default (run.checkpoint), chosen on val only
-        scored = checkpoint_path(rundir, recipe.run.checkpoint)
-        if scored.name != "last.pt":
-            model.load_state_dict(load_checkpoint(scored)["model"])
-            last_val = None
-        summary["checkpoint"] = checkpoint_info(rundir, recipe.run.checkpoint, best_key)
-        summary["splits"]["val"] = last_val if last_val is not None else evaluate(model, val_set, recipe, device)
-        summary["splits"]["test"] = evaluate(model, test_set, recipe, device)
-        atomic_write_text(rundir / "summary.json", json.dumps(summary, indent=2))
-        write_model_card(rundir)
-        reporter.finish(summary)
-    if lock:
-        lock.release()
-    if dist_info.active:
-        dist.barrier()
-    return rundir
+    recipe, model = training.recipe, training.model
+    rank_gap = rank_weight_gap(model) if dist_info.active else 0.0  # a collective: every rank takes part
+    if not dist_info.main:
+        return
+    summary = {
+        "name": recipe.run.name,
+        "rundir": str(rundir),
+        "recipe": recipe.to_dict(),
+        "splits": {},
+        "wall_time_s": wall,
+        "images_per_s": training.images_seen / training.train_time if training.train_time > 0 else 0.0,
+        "epochs": recipe.run.epochs,
+        "classes": model.classes,
+        "world_size": dist_info.world,
+        "max_weight_difference_across_ranks": rank_gap,
+    }
+    # the test number is the model `factorlab eval` loads by default (run.checkpoint), chosen on val only
+    last_val = training.last_val
+    scored = checkpoint_path(rundir, recipe.run.checkpoint)
+    if scored.name != "last.pt":
+        model.load_state_dict(load_checkpoint(scored)["model"])
+        last_val = None
+    summary["checkpoint"] = checkpoint_info(rundir, recipe.run.checkpoint, training.best_key)
+    summary["splits"]["val"] = last_val if last_val is not None else evaluate(model, splits.val, recipe, device)
+    summary["splits"]["test"] = evaluate(model, splits.test, recipe, device)
+    from factorlab.leakage import quick_leakage  # a linear probe per adversary, next to its accuracy (seconds)
+
+    for split, probes in quick_leakage(model, splits.train, {"val": splits.val, "test": splits.test}, device).items():
+        summary["splits"][split].update(probes)
+    atomic_write_text(rundir / "summary.json", json.dumps(summary, indent=2))
+    write_model_card(rundir)
+    reporter.finish(summary)
 
 
 @torch.no_grad()

@@ -1,0 +1,99 @@
+"""Where a run executes: device choice, the torchrun process group, seeds, automatic speed options, autocast.
+
+These settle the machine a run uses; they know nothing of models or losses (the training loop imports them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from factorlab.errors import FactorlabError
+
+
+@dataclass
+class Dist:
+    """This process's place in a (possibly single-process) distributed run."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def init_distributed(device_type: str) -> Dist:
+    """Join the process group torchrun set up (gloo on CPU, nccl on GPU); a no-op otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(name: str, local_rank: int = 0, distributed: bool = False) -> torch.device:
+    """'auto' -> cuda (this process's GPU) if available, else cpu."""
+    from factorlab.recipe import DEVICE
+
+    if not DEVICE.fullmatch(name):  # torch's own error lists twenty device types
+        raise FactorlabError(f"unknown device {name!r}; use one of auto, cpu, cuda, cuda:N (e.g. cuda:1), mps")
+    if distributed and name.startswith("cuda:"):
+        raise FactorlabError(
+            f"run.device = {name!r} under torchrun would put every process on one GPU; "
+            "use run.device=cuda (or auto): each process takes cuda:LOCAL_RANK"
+        )
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FactorlabError(f"run.device = {name!r} but no CUDA device is available; use run.device=cpu or auto")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise FactorlabError(
+            f"run.device = {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}; use one of them, or run.device=cuda"
+        )
+    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise FactorlabError(
+            "run.device = 'mps' but Apple's MPS backend is not available here; use run.device=cpu or auto"
+        )
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_auto(run, device: torch.device) -> None:
+    """Settle the 'auto' speed options of a [run] section for `device` (in place; the run folder records the result)."""
+    gpu = device.type == "cuda"
+    if run.precision == "auto":
+        run.precision = "bf16" if gpu and torch.cuda.is_bf16_supported() else "fp32"
+    if run.channels_last == "auto":
+        run.channels_last = gpu
+    if gpu:
+        torch.backends.cudnn.benchmark = True  # image sizes are fixed within a run
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of the forward passes (a no-op in fp32)."""
+    if precision in ("fp32", "auto"):
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
