@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from factorlab import metrics, plots, report
+from factorlab import leakage, metrics, plots, report
 from factorlab.data.loading import dataset_images
 from factorlab.errors import FactorlabError
 from factorlab.evalmetrics import MetricContext, call_metric
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from factorlab.registry import Entry
 
 PLOTS = "plots"
+ERASED = "leace"  # `factorlab eval --erase` writes into <rundir>/leace/
 # a ground-truth column with more distinct values than this is continuous or an id (e.g. a noise seed)
 MAX_GROUND_TRUTH_CLASSES = 16
 SWAP_PAIRS = 6
@@ -117,6 +118,28 @@ def encode_split(
     )
 
 
+def erase_codes(model, train: Encoded, test: Encoded, pairs: list[tuple[str, str]], device) -> dict[str, list[str]]:
+    """LEACE-erase each adversary's factor from its code in both samples (fitted on train), in place; re-predict
+    the adversaries reading an erased code. Returns code -> erased factors."""
+    from factorlab.erasure import apply_eraser, fit_erasers
+
+    if not pairs:
+        raise FactorlabError("--erase: the recipe has no adversary, so no (factor, code) pair to erase")
+    erasers = fit_erasers(train.codes, train.labels, pairs, {f: len(train.classes[f]) for f, _ in pairs})
+    for sample in (train, test):
+        for code, eraser in erasers.items():
+            sample.codes[code] = apply_eraser(eraser, sample.codes[code])
+    with torch.no_grad():
+        for link in model.adversaries.links:
+            logits = model.adversaries.adversaries[link.key].logits(torch.from_numpy(test.codes[link.code]).to(device))
+            if logits is not None:
+                test.predictions[f"adversary/{link.factor}/{link.code}"] = logits.argmax(dim=1).cpu().numpy()
+    erased: dict[str, list[str]] = {}
+    for factor, code in pairs:
+        erased.setdefault(code, []).append(factor)
+    return erased
+
+
 def owners(model) -> dict[str, str]:
     """Factor -> the code meant to hold it: the code its (first) head reads."""
     out: dict[str, str] = {}
@@ -183,8 +206,12 @@ def evaluate_run(
     log: Callable[[str], None] = lambda message: None,
     metric_names: Sequence[str] | None = None,
     metric_options: Sequence[str] = (),
+    erase: bool = False,
 ) -> dict:
     """Evaluate a finished run on `split`; write eval.json, plots/, report.md and report.html; return the results.
+
+    `erase=True` first erases, with LEACE fitted on the train split's codes, every factor an adversary names
+    from its code (`factorlab eval --erase`; docs/erasure.md) and writes everything into `<rundir>/leace/`.
 
     The registered metrics run with the options of the run recipe's `[eval]` section; `metric_names` replaces
     its list of metrics and each of `metric_options` ("dci.max_train=1000") sets one option on top of it.
@@ -209,13 +236,16 @@ def evaluate_run(
             if probes or entry.name != "probes"]  # fmt: skip
     on = resolve_device(device)
     model.to(on)
-    plot_dir = rundir / PLOTS
+    out_dir = rundir / ERASED if erase else rundir
+    plot_dir = out_dir / PLOTS
 
     log("encoding the train and the evaluated split")
     datasets = {name: build_dataset(recipe, name, model.factors) for name in ("train", split)}
     train = encode_split(model, datasets["train"], "train", max_samples=max_samples, seed=seed, device=on)
     test = encode_split(model, datasets[split], split, max_samples=max_samples, seed=seed, device=on)
     owner = owners(model)
+    pairs = [(link.factor, link.code) for link in model.adversaries.links]
+    erased = erase_codes(model, train, test, pairs, on) if erase else {}
     result: dict = {
         "name": summary.get("name", recipe.run.name),
         "rundir": str(rundir),
@@ -227,6 +257,7 @@ def evaluate_run(
         "factors": list(test.labels),
         "owners": owner,
         "classes": test.classes,
+        "erased": erased,
     }
 
     # heads and in-training adversaries
@@ -277,16 +308,17 @@ def evaluate_run(
     if records:
         plots.plot_training_curves(records, plot_dir / "curves.png", metrics=_curve_metrics(records))
 
+    result["leakage"] = leakage.leakage_rows(result, pairs)
     swap_path, result["swap_grid_note"] = None, None
     if model.net.decoder is not None:
         log("swap grid")
         swap_path, result["swap_grid_note"] = _swap_grid(model, datasets[split], test, plot_dir / "swap.png", seed)
-    result["swap_grid"] = swap_path.relative_to(rundir).as_posix() if swap_path else None
+    result["swap_grid"] = swap_path.relative_to(out_dir).as_posix() if swap_path else None
     result["in_training"] = summary.get("splits", {}).get(split, {})
     result["wall_time_s"] = time.perf_counter() - started
 
-    atomic_write_text(rundir / "eval.json", json.dumps(result, indent=2))
-    report.write_report(rundir, report_sections(result, tsne=tsne, curves=bool(records)),
+    atomic_write_text(out_dir / "eval.json", json.dumps(result, indent=2))
+    report.write_report(out_dir, report_sections(result, tsne=tsne, curves=bool(records)),
                         title=f"factorlab report: {result['name']}")  # fmt: skip
     return result
 
@@ -397,6 +429,7 @@ def report_sections(result: dict, *, tsne: bool = False, curves: bool = True) ->
     split, n = result["split"], result["n"]
     info = result.get("checkpoint_info") or {}
     where = f" ({info['file']}, epoch {info['epoch']}, {info['selected_on']})" if info else ""
+    erased = result.get("erased") or {}
     sections = [
         report.Section(
             "Summary",
@@ -407,6 +440,17 @@ def report_sections(result: dict, *, tsne: bool = False, curves: bool = True) ->
             tables=[head_table(result)],
         )
     ]
+    if result.get("leakage"):
+        sections.append(
+            report.Section(
+                "Leakage (the headline)",
+                "For every (factor, code) an adversary must keep clean: the adversary's accuracy and what fresh "
+                "linear and MLP probes, trained on the frozen train-split codes, read on the evaluated split. "
+                + ("Codes erased with LEACE before probing: " + ", ".join(erased) + ". " if erased else "")
+                + "See docs/erasure.md.",
+                tables=[leakage.eval_table(result["leakage"], split, list(erased))],
+            )
+        )
     if curves:
         sections.append(report.Section("Training curves", "From `metrics.jsonl`.",
                                        images=[report.Image(f"{PLOTS}/curves.png", "training curves")]))  # fmt: skip

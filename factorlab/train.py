@@ -391,14 +391,25 @@ class Training:
 
 def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | None = None) -> Path:
     """Train a recipe into a run folder and return it, in named phases."""
-    from factorlab.progress import Reporter
+    from factorlab.progress import Reporter, announce, task
 
     dist_info, device = setup_runtime(recipe)
-    splits = load_splits(recipe)
-    training = build_training(recipe, splits, dist_info, device)
-    if resume is not None:
-        restore(training, resume)
-    rundir, lock = open_run_dir(recipe, rundir, dist_info)
+    new_folder = rundir is None
+    rundir, lock = open_run_dir(recipe, rundir, dist_info)  # first, so the first line says where results go
+    if dist_info.main:
+        announce(rundir)
+    try:
+        with task("data", f"loading the data ({recipe.data.dataset})"):
+            splits = load_splits(recipe)
+        training = build_training(recipe, splits, dist_info, device)
+        if resume is not None:
+            restore(training, resume)
+    except BaseException:
+        if lock:
+            lock.release()
+        if new_folder and dist_info.main:
+            _discard_unused_run_dir(rundir)
+        raise
     reporter = Reporter(
         rundir, enabled=dist_info.main, total_epochs=recipe.run.epochs, steps_per_epoch=training.steps_per_epoch
     )
@@ -420,6 +431,14 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
     if dist_info.active:
         dist.barrier()
     return rundir
+
+
+def _discard_unused_run_dir(rundir: Path) -> None:
+    """Remove a run folder that set-up failed to fill (it holds only the resolved recipe): no empty runs to list."""
+    if rundir.is_dir() and {p.name for p in rundir.iterdir()} <= {"recipe.toml"}:
+        with contextlib.suppress(OSError):
+            (rundir / "recipe.toml").unlink(missing_ok=True)
+            rundir.rmdir()
 
 
 def setup_runtime(recipe: Recipe) -> tuple[Dist, torch.device]:
@@ -543,7 +562,7 @@ def train_epoch(
         if (i + 1) % recipe.run.log_every == 0 or i + 1 == steps_per_epoch:  # the last step always logs
             _check_finite(first_bad, sums, rundir)
             train_metrics = _finish(sums, seen, all_ranks=dist_info.active)
-            reporter.step(i + 1, train_metrics, seen * dist_info.world / (time.perf_counter() - epoch_start))
+            reporter.step(i + 1, train_metrics, seen * dist_info.world / (time.perf_counter() - epoch_start), epoch)
     training.train_time += time.perf_counter() - epoch_start
     training.images_seen += seen * dist_info.world
     return train_metrics
@@ -618,15 +637,20 @@ def finish_run(
         model.load_state_dict(load_checkpoint(scored)["model"])
         last_val = None
     summary["checkpoint"] = checkpoint_info(rundir, recipe.run.checkpoint, training.best_key)
-    summary["splits"]["val"] = last_val if last_val is not None else evaluate(model, splits.val, recipe, device)
-    summary["splits"]["test"] = evaluate(model, splits.test, recipe, device)
+    from factorlab.progress import task
+
+    with task("score", f"scoring checkpoint {scored.name} on val and test"):
+        summary["splits"]["val"] = last_val if last_val is not None else evaluate(model, splits.val, recipe, device)
+        summary["splits"]["test"] = evaluate(model, splits.test, recipe, device)
     from factorlab.leakage import quick_leakage  # a linear probe per adversary, next to its accuracy (seconds)
 
-    for split, probes in quick_leakage(model, splits.train, {"val": splits.val, "test": splits.test}, device).items():
+    with task("leakage", "a linear probe per adversary's code"):
+        quick = quick_leakage(model, splits.train, {"val": splits.val, "test": splits.test}, device)
+    for split, probes in quick.items():
         summary["splits"][split].update(probes)
     atomic_write_text(rundir / "summary.json", json.dumps(summary, indent=2))
     write_model_card(rundir)
-    reporter.finish(summary)
+    reporter.finish(summary, decoder=model.net.decoder is not None)
 
 
 @torch.no_grad()

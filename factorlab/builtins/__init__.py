@@ -10,4 +10,4 @@ nor a part's heavy dependencies: those load when a part is built.
 from __future__ import annotations
 
 #: The built-in plugin modules, loaded in this order as `core.<name>`.
-PLUGINS = ("encoders", "parts", "datasets", "metrics", "commands")
+PLUGINS = ("encoders", "parts", "erasure", "datasets", "metrics", "commands")

@@ -58,7 +58,11 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("rundir", type=Path, help="a finished run folder (the one `factorlab run` printed)")
     parser.add_argument("--split", default="test", choices=["val", "test"], help="split to evaluate (default test)")
     parser.add_argument(
-        "--max-samples", type=types.count, default=5000, metavar="N", help="at most N samples of each split (default 5000)"
+        "--max-samples",
+        type=types.count,
+        default=5000,
+        metavar="N",
+        help="at most N samples of each split (default 5000)",
     )
     parser.add_argument("--no-probes", action="store_true", help="skip the post-hoc leakage probes (the slowest part)")
     parser.add_argument("--tsne", action="store_true", help="also draw t-SNE projections (slower than PCA)")
@@ -66,7 +70,9 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
         "--checkpoint", choices=["best", "last"],
         help="which checkpoint to load (default: the recipe's run.checkpoint, the one summary.json scores)",
     )  # fmt: skip
-    parser.add_argument("--device", type=types.device, default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    parser.add_argument(
+        "--device", type=types.device, default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)"
+    )
     parser.add_argument("--seed", type=types.seed, default=0, help="seed of the samples, probes and pairs")
     parser.add_argument(
         "--swap", type=types.count, nargs="?", const=500, default=0, metavar="PAIRS",

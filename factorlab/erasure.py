@@ -1,0 +1,228 @@
+"""Erasure methods: removing a factor from a code so that a fresh probe cannot read it (docs/erasure.md).
+
+An adversary at chance does not mean the factor is gone: the encoder can hide it from a classifier
+that is one step behind (Elazar & Goldberg 2018). The parts here attack that weakness three ways:
+
+- `ensemble` (an adversary): K classifiers (linear or MLP) trained together in the adversary step;
+  the encoder is pushed towards a uniform prediction of every one of them, and with `reset_every`
+  one member at a time is re-initialised, so the encoder cannot overfit a single, stale adversary.
+- `hsic` (an adversary without a network): the normalised Hilbert-Schmidt independence criterion
+  between the code (Gaussian kernel) and the one-hot factor labels (linear kernel) on each minibatch,
+  minimised by the encoder (Gretton et al. 2005; as a penalty, e.g. Quadrianto et al. 2019). Nothing
+  to train, so nothing falls behind.
+- LEACE (Belrose et al. 2023, the `concept-erasure` package): the closed-form least-squares linear
+  eraser of a factor from a code, fitted on the train split's codes; after it no linear classifier
+  beats a constant predictor on the erased code. Applied post hoc with `factorlab eval --erase`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from factorlab.adversaries import Adversary
+from factorlab.errors import FactorlabError
+from factorlab.heads import mlp_classifier
+from factorlab.losses import adversary_loss, uniform_confusion
+from factorlab.recipe import Size
+
+# ---------------------------------------------------------------------------------------------
+# HSIC
+
+
+def rbf_kernel(x: Tensor, sigma2: Tensor | float | None = None) -> Tensor:
+    """Gaussian kernel exp(-|xi - xj|^2 / (2 sigma^2)) of the rows of `x` (n, d); `sigma2` defaults to the
+    median heuristic (`median_sigma2`), held constant for the gradient."""
+    d2 = torch.cdist(x, x).square()
+    if sigma2 is None:
+        sigma2 = median_sigma2(d2)
+    return torch.exp(-d2 / (2 * sigma2))
+
+
+def median_sigma2(d2: Tensor) -> Tensor:
+    """The median heuristic: sigma^2 = median of the off-diagonal squared distances (detached; 1 if all are 0)."""
+    n = d2.shape[0]
+    off = d2.detach()[~torch.eye(n, dtype=torch.bool, device=d2.device)]
+    median = off.median() if off.numel() else d2.new_ones(())
+    return torch.where(median > 0, median, torch.ones_like(median))
+
+
+def _centre(k: Tensor) -> Tensor:
+    """H K H with H = I - 11^T / n (double centring)."""
+    return k - k.mean(dim=0, keepdim=True) - k.mean(dim=1, keepdim=True) + k.mean()
+
+
+def hsic(k: Tensor, l: Tensor) -> Tensor:  # noqa: E741 - the kernel names of the paper
+    """The biased HSIC estimator tr(K H L H) / (n - 1)^2 of two (n, n) kernel matrices (>= 0 for PSD kernels)."""
+    n = k.shape[0]
+    return (_centre(k) * l).sum() / (n - 1) ** 2
+
+
+def normalised_hsic(code: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    """HSIC(code, labels) / sqrt(HSIC(code, code) HSIC(labels, labels)) in [0, 1]: 0 for independent inputs.
+
+    `code` (n, d) gets a Gaussian kernel (median heuristic), the int labels `target` (n,) the linear kernel of
+    their one-hot vectors (so renaming the classes changes nothing). Computed in float32, without autocast.
+    A batch where the code or the labels are constant has no dependence to measure: 0.
+    """
+    with torch.autocast(device_type=code.device.type, enabled=False):
+        code = code.float().flatten(1)
+        onehot = F.one_hot(target, num_classes).float()
+        k, l = rbf_kernel(code), onehot @ onehot.T  # noqa: E741
+        kc, lc = _centre(k), _centre(l)
+        n = code.shape[0]
+        kl = (kc * lc).sum() / (n - 1) ** 2
+        kk = (kc * kc).sum() / (n - 1) ** 2
+        ll = (lc * lc).sum() / (n - 1) ** 2
+        denom = torch.sqrt(kk * ll)
+        return torch.where(denom > 1e-12, kl / denom.clamp_min(1e-12), torch.zeros_like(kl))
+
+
+class HSICAdversary(Adversary):
+    """A classifier-free adversary: the encoder minimises the normalised HSIC of the code and the labels."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(None)
+        self.num_classes = num_classes
+
+    def encoder_loss(self, code: Tensor, target: Tensor, progress: float) -> Tensor:
+        """Normalised HSIC (in [0, 1]) between the flattened code and one-hot `target`; `progress` is unused."""
+        return normalised_hsic(code, target, self.num_classes)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}"
+
+
+class HSICConfig(BaseModel):
+    """Options of the `hsic` adversary (it has none: kernel widths follow the median heuristic per batch)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def hsic_adversary(config: HSICConfig, *, in_features: int, num_classes: int) -> HSICAdversary:
+    """Normalised HSIC between the code and the one-hot labels, minimised by the encoder; no network."""
+    return HSICAdversary(num_classes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ensemble
+
+
+def _reset(module: nn.Module) -> None:
+    for layer in module.modules():
+        if hasattr(layer, "reset_parameters"):
+            layer.reset_parameters()
+
+
+class EnsembleAdversary(Adversary):
+    """K classifiers trained on the same code; the encoder is pushed towards a uniform prediction of each.
+
+    `reset_every` > 0 re-initialises one member (in turn) every that many adversary steps, so the
+    ensemble always holds a freshly trained classifier as well as older ones. The logged accuracy is the
+    ensemble's (the mean of the members' probabilities).
+    """
+
+    def __init__(self, members: Sequence[nn.Module], reset_every: int = 0) -> None:
+        super().__init__(None)
+        self.members = nn.ModuleList(members)
+        self.reset_every = reset_every
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    def forward(self, code: Tensor) -> Tensor:
+        """Log of the mean of the members' softmax probabilities (B, classes)."""
+        logp = torch.stack([F.log_softmax(m(code).float(), dim=-1) for m in self.members])
+        return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
+
+    def logits(self, code: Tensor) -> Tensor:
+        return self(code)
+
+    def adversary_loss(self, code: Tensor, target: Tensor) -> Tensor:
+        """Sum of the members' cross-entropies (each member learns from its own); resets one member when due."""
+        if self.training:
+            if self.reset_every and int(self.steps) > 0 and int(self.steps) % self.reset_every == 0:
+                _reset(self.members[(int(self.steps) // self.reset_every - 1) % len(self.members)])
+            self.steps += 1
+        return sum(adversary_loss(m(code), target) for m in self.members)
+
+    def encoder_loss(self, code: Tensor, target: Tensor, progress: float) -> Tensor:
+        """Mean over the members of the uniform confusion (L_adv_En of each); `target`, `progress` unused."""
+        return torch.stack([uniform_confusion(m(code)) for m in self.members]).mean()
+
+    def extra_repr(self) -> str:
+        return f"reset_every={self.reset_every}"
+
+
+class EnsembleConfig(BaseModel):
+    """Options of the `ensemble` adversary."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    members: int = Field(4, ge=1, le=64, description="Number of classifiers K in the ensemble.")
+    hidden: list[list[Size]] = Field(
+        default_factory=lambda: [[], [256]],
+        description="Hidden layer sizes per member, used in turn ([] = linear): the default alternates linear and "
+        "one-hidden-layer MLP members.",
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout in each member.")
+    reset_every: int = Field(
+        0, ge=0, description="Re-initialise one member, in turn, every this many adversary steps; 0 = never."
+    )
+
+
+def ensemble(config: EnsembleConfig, *, in_features: int, num_classes: int) -> EnsembleAdversary:
+    """K linear/MLP adversaries; the encoder confuses all of them; optional periodic re-initialisation."""
+    shapes = config.hidden or [[]]
+    members = [
+        mlp_classifier(in_features, num_classes, shapes[i % len(shapes)], config.dropout) for i in range(config.members)
+    ]
+    return EnsembleAdversary(members, config.reset_every)
+
+
+# ---------------------------------------------------------------------------------------------
+# LEACE (post hoc)
+
+
+def fit_erasers(
+    train_codes: Mapping[str, np.ndarray],
+    train_labels: Mapping[str, np.ndarray],
+    pairs: Sequence[tuple[str, str]],
+    num_classes: Mapping[str, int],
+) -> dict[str, object]:
+    """One LEACE eraser per code, removing every factor that `pairs` ((factor, code), the adversaries) name for it.
+
+    Fitted on the train split's codes against the concatenated one-hot labels of those factors, in float64.
+    Returns code -> `concept_erasure.LeaceEraser` (call it on a float tensor of the code's rows).
+    """
+    from concept_erasure import LeaceFitter
+
+    by_code: dict[str, list[str]] = {}
+    for factor, code in pairs:
+        by_code.setdefault(code, [])
+        if factor not in by_code[code]:
+            by_code[code].append(factor)
+    erasers: dict[str, object] = {}
+    for code, factors in by_code.items():
+        if code not in train_codes:
+            raise FactorlabError(f"--erase: the model has no code {code!r} to erase {', '.join(factors)} from")
+        x = torch.from_numpy(np.asarray(train_codes[code], dtype=np.float64).reshape(len(train_codes[code]), -1))
+        z = torch.cat(
+            [F.one_hot(torch.from_numpy(np.asarray(train_labels[f], dtype=np.int64)), num_classes[f]) for f in factors],
+            dim=1,
+        ).double()
+        fitter = LeaceFitter(x.shape[1], z.shape[1], dtype=torch.float64)
+        fitter.update(x, z)
+        erasers[code] = fitter.eraser
+    return erasers
+
+
+def apply_eraser(eraser, codes: np.ndarray) -> np.ndarray:
+    """Erase (n, d) codes with a fitted LEACE eraser; float32 out, as the codes came in."""
+    x = torch.from_numpy(np.asarray(codes, dtype=np.float64).reshape(len(codes), -1))
+    with torch.no_grad():
+        return eraser(x).float().numpy()
