@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 
-from rich.console import Console
 from rich.text import Text
 
 import factorlab
 from factorlab.errors import FactorlabError, as_user_error
+from factorlab.progress import make_console
 
 EXAMPLES = """\
 examples:
@@ -24,7 +25,7 @@ examples:
 Any user error exits with status 2 and a short message; add --debug to see the traceback.
 """
 
-err_console = Console(stderr=True, highlight=False)
+err_console = make_console(stderr=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,9 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# OpenMP's default lets idle threads spin for a while; next to another busy process on the same cores that spinning
+# costs 3-7x in training speed (docs/performance.md). The CLI sets these unless the user did (`OMP_WAIT_POLICY=ACTIVE
+# factorlab run ...` restores the OpenMP default). They must be set before torch is imported.
+THREAD_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def set_thread_defaults(environ=os.environ) -> dict[str, str]:
+    """Set each of THREAD_DEFAULTS the user has not set; returns the ones set."""
+    chosen = {key: value for key, value in THREAD_DEFAULTS.items() if key not in environ}
+    environ.update(chosen)
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one message and return 2."""
     argv = sys.argv[1:] if argv is None else argv
+    if "torch" not in sys.modules:  # too late once torch (and its OpenMP) is loaded
+        set_thread_defaults()
     debug = "--debug" in argv
     try:
         parser = build_parser()

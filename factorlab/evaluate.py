@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from factorlab import leakage, metrics, plots, report
+from factorlab import leakage, metrics, plots, progress, report
 from factorlab.data.loading import dataset_images
 from factorlab.errors import FactorlabError
 from factorlab.evalmetrics import MetricContext, call_metric
 from factorlab.files import atomic_write_text, check_writable_dir
+from factorlab.headline import what_this_run_shows
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -106,6 +107,7 @@ def encode_split(
                     continue
                 key = f"{kind}/{link.factor}/{link.code}"
                 chunks.setdefault(key, []).append(logits[link.key].argmax(dim=1).cpu().numpy())
+        progress.advance(images.shape[0])
     joined = {key: np.concatenate(parts) for key, parts in chunks.items()}
     codes = {key[len("code:") :]: value for key, value in joined.items() if key.startswith("code:")}
     predictions = {key: value for key, value in joined.items() if not key.startswith("code:")}
@@ -241,8 +243,10 @@ def evaluate_run(
 
     log("encoding the train and the evaluated split")
     datasets = {name: build_dataset(recipe, name, model.factors) for name in ("train", split)}
-    train = encode_split(model, datasets["train"], "train", max_samples=max_samples, seed=seed, device=on)
-    test = encode_split(model, datasets[split], split, max_samples=max_samples, seed=seed, device=on)
+    sizes = [min(len(datasets[name]), max_samples) for name in ("train", split)]
+    with progress.task("encode", f"encoding {sizes[0]} train and {sizes[1]} {split} images", sum(sizes), "images"):
+        train = encode_split(model, datasets["train"], "train", max_samples=max_samples, seed=seed, device=on)
+        test = encode_split(model, datasets[split], split, max_samples=max_samples, seed=seed, device=on)
     owner = owners(model)
     pairs = [(link.factor, link.code) for link in model.adversaries.links]
     erased = erase_codes(model, train, test, pairs, on) if erase else {}
@@ -282,19 +286,18 @@ def evaluate_run(
         split=split, seed=seed, factors=tuple(test.labels), classes=test.classes, train_codes=train.codes,
         train_labels={f: factor_labels["train"][f] for f in shared}, owners=owner, pairs=similarity_pairs(model),
     )  # fmt: skip
-    result.update(run_metrics(plan, test.codes, {f: factor_labels["test"][f] for f in shared}, context, log))
+    names = ", ".join(entry.name for entry, _ in plan)
+    with progress.task("metrics", f"metrics ({names})", len(plan), "metrics"):
+        result.update(run_metrics(plan, test.codes, {f: factor_labels["test"][f] for f in shared}, context, log))
     if "probes" in result:
-        kinds = list(dict.fromkeys(r["probe"] for r in result["probes"]))
-        probed = list(dict.fromkeys(r["factor"] for r in result["probes"]))
-        matrix = np.array([[_probe(result["probes"], f, c, k) for f in probed] for c in test.codes for k in kinds])
-        rows = [f"{c} ({k})" for c in test.codes for k in kinds]
-        plots.plot_matrix(matrix, rows, probed, plot_dir / "probes.png", title="probe accuracy",
-                          fmt="{:.0%}", vmax=1.0)  # fmt: skip
+        heads = {name.split("/")[0]: scores["accuracy"] for name, scores in result["heads"].items()}
+        plots.plot_probes(result["probes"], heads, plot_dir / "probes.png", split=split)
     if "dci" in result:
         importance = result["dci"]["code_importance"]
         factors = list(next(iter(importance.values()), {}))
         plots.plot_matrix(np.array([[importance[c][f] for f in factors] for c in test.codes]), list(test.codes),
-                          factors, plot_dir / "dci-importance.png", title="DCI importance (codes x factors)")  # fmt: skip
+                          factors, plot_dir / "dci-importance.png", title="DCI importance (codes x factors)",
+                          value_label="importance (share of the trees' splits)")  # fmt: skip
 
     log("projections and training curves")
     points = {name: metrics.project_2d(code, "pca", seed=seed) for name, code in test.codes.items()}
@@ -346,11 +349,13 @@ def run_metrics(
         metric = entry.factory(options)
         if entry.plugin.split(".")[0] == CORE:
             out.update(call_metric(metric, codes, labels, context))
+            progress.advance(1)
             continue
         try:
             out["plugin_metrics"][entry.name] = {"plugin": entry.plugin, **call_metric(metric, codes, labels, context)}
         except FactorlabError as exc:
             out["plugin_metrics"][entry.name] = {"plugin": entry.plugin, "note": str(exc)}
+        progress.advance(1)
     return out
 
 
@@ -431,6 +436,7 @@ def report_sections(result: dict, *, tsne: bool = False, curves: bool = True) ->
     where = f" ({info['file']}, epoch {info['epoch']}, {info['selected_on']})" if info else ""
     erased = result.get("erased") or {}
     sections = [
+        report.Section("What this run shows", what_this_run_shows(result)),
         report.Section(
             "Summary",
             f"Run `{result['rundir']}`, checkpoint `{result['checkpoint']}`{where}, evaluated on {n[split]} samples of "
@@ -438,7 +444,7 @@ def report_sections(result: dict, *, tsne: bool = False, curves: bool = True) ->
             f"Codes (dims): {', '.join(f'`{k}` ({v})' for k, v in result['codes'].items())}. "
             "All numbers are also in `eval.json`.",
             tables=[head_table(result)],
-        )
+        ),
     ]
     if result.get("leakage"):
         sections.append(
@@ -474,7 +480,13 @@ def report_sections(result: dict, *, tsne: bool = False, curves: bool = True) ->
                 "the code meant to hold the factor. Factors whose evaluated classes are absent from train "
                 "(identity with identity-disjoint splits) are probed on stratified halves of the evaluated split.",
                 tables=[report.probe_table(result["probes"])],
-                images=[report.Image(f"{PLOTS}/probes.png", "probe accuracy, codes x factors")],
+                images=[
+                    report.Image(
+                        f"{PLOTS}/probes.png",
+                        "probe accuracy per factor: dashed red line chance, "
+                        "dotted green line the head's accuracy (the ceiling)",
+                    )
+                ],
             )
         )
     if "similarity" in result:

@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import numpy as np
-import torch
 
 from factorlab.errors import FactorlabError
 from factorlab.files import atomic_write
 
 if TYPE_CHECKING:
+    import torch
     from facenet_pytorch import InceptionResnetV1
 
 
@@ -255,6 +255,8 @@ def resolve(weights: str, *, allow_download: bool = True, timeout: float | None 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a state dict from safetensors or a torch file, never executing pickled code."""
+    import torch  # lazily: the CLI lists weight sets without loading torch
+
     from factorlab.files import describe_torch_load_failure
 
     path = Path(path)
@@ -424,6 +426,7 @@ def _block_prefix(parts: list[str]) -> tuple[str, list[str]]:
 
 def convert_graph_to_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Map every float Const of the facenet CASIA graph onto InceptionResnetV1's state dict; raise on any mismatch."""
+    import torch  # lazily: the CLI lists weight sets without loading torch
     from facenet_pytorch import InceptionResnetV1
 
     model = InceptionResnetV1().eval()
@@ -506,6 +509,8 @@ def convert_graph_to_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _put_conv(put: Callable[..., None], consts: dict[str, np.ndarray], scope: str, prefix: str) -> None:
     """One conv of the graph -> conv weight (OIHW) and either an unfolded BN or a conv bias."""
+    import torch  # lazily: the CLI lists weight sets without loading torch
+
     weight = consts[f"{scope}/weights"].transpose(3, 2, 0, 1)  # HWIO -> OIHW
     if f"{scope}/biases" in consts:  # a block's up-projection: a plain conv with bias, no BN
         put(f"{prefix}.weight", weight, f"{scope}/weights")
@@ -526,6 +531,8 @@ def _check_graph_hyperparameters(
     model: torch.nn.Module, consts: dict[str, np.ndarray], graph: Any, used: set[str]
 ) -> None:
     """The scalar float constants are not weights: block scales and epsilons; check they equal the model's."""
+    import torch  # lazily: the CLI lists weight sets without loading torch
+
     for name, value in consts.items():
         if not name.endswith("/mul/x"):
             continue

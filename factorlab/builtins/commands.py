@@ -7,6 +7,7 @@ from factorlab.hookspecs import Register, hookimpl
 COMMANDS = [
     ("run", "core:run_command", "train a recipe; writes a run folder (metrics, checkpoints, summary)"),
     ("validate", "core:validate_command", "check a recipe (and overrides) without running it"),
+    ("runs", "runs:runs_command", "list run folders (under runs/) with their state and headline test accuracies"),
     ("plugins", "core:plugins_command", "list plugins, their versions and what each registered"),
     ("ls", "core:ls_command", "list registered parts (encoders, branches, ...) and the recipes under recipes/"),
     ("data", "core:data_command", "look at data sets: `factorlab data preview synthfaces --out grid.png`"),

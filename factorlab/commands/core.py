@@ -7,14 +7,14 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from factorlab.commands import args as types
 from factorlab.errors import FactorlabError
 from factorlab.hookspecs import KINDS
+from factorlab.progress import make_console
 
-console = Console(highlight=False)
+console = make_console()
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -33,6 +33,7 @@ def run_command(parser: argparse.ArgumentParser) -> Handler:
         "--seeds", metavar="LIST",
         help="train once per seed (run.seed), e.g. 0,1,2 or 0-4, into one group folder; compare it with factorlab compare",
     )  # fmt: skip
+    output_args(parser)
     parser.epilog = (
         "example: factorlab run recipes/quickstart.toml run.epochs=2\n"
         "         factorlab run --resume runs/quickstart-20261128-101500\n"
@@ -40,7 +41,9 @@ def run_command(parser: argparse.ArgumentParser) -> Handler:
     )
 
     def handle(args: argparse.Namespace) -> int:
-        from factorlab.recipe import load_recipe
+        set_output_mode(args)
+        from factorlab.recipe import check_output, load_recipe
+        from factorlab.resources import check_model_size
         from factorlab.train import resume_run, run_recipe
 
         if args.resume and args.seeds:
@@ -48,7 +51,7 @@ def run_command(parser: argparse.ArgumentParser) -> Handler:
         if args.resume:
             if args.recipe:
                 args.overrides = [args.recipe, *args.overrides]
-            rundir = resume_run(args.resume, overrides=args.overrides)
+            resume_run(args.resume, overrides=args.overrides)
         else:
             if not args.recipe:
                 raise FactorlabError(
@@ -56,22 +59,34 @@ def run_command(parser: argparse.ArgumentParser) -> Handler:
                 )
             overrides = list(args.overrides) + ([f"run.output={json.dumps(str(args.out))}"] if args.out else [])
             if args.seeds is not None:
-                from factorlab.recipe import check_output
                 from factorlab.seeds import parse_seeds, run_group
 
-                check_output(load_recipe(args.recipe, overrides))
+                recipe = load_recipe(args.recipe, overrides)
+                check_output(recipe)
+                check_model_size(recipe)
                 group = run_group(args.recipe, overrides, parse_seeds(args.seeds), log=console.print)
                 console.print(f"group folder: {group}")
                 return 0
-            from factorlab.recipe import check_output
-
             recipe = load_recipe(args.recipe, overrides)
             check_output(recipe)
-            rundir = run_recipe(recipe)
-        console.print(f"run folder: {rundir}")
+            check_model_size(recipe)  # counted on the meta device: nothing is allocated
+            run_recipe(recipe)  # prints the run folder first and what to run next at the end
         return 0
 
     return handle
+
+
+def output_args(parser: argparse.ArgumentParser) -> None:
+    """--quiet and --json: output for scripts."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true", help="print only the result (run: the run folder's path)")
+    group.add_argument("--json", action="store_true", help="one JSON object per line on stdout ({'event': ...})")
+
+
+def set_output_mode(args: argparse.Namespace) -> None:
+    from factorlab.progress import set_mode
+
+    set_mode("quiet" if args.quiet else "json" if args.json else "auto")
 
 
 def validate_command(parser: argparse.ArgumentParser) -> Handler:
@@ -163,4 +178,3 @@ def data_command(parser: argparse.ArgumentParser) -> Handler:
         return 0
 
     return handle
-

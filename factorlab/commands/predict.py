@@ -38,10 +38,14 @@ exit status: 0 every input was read; 3 some inputs were skipped (named on stderr
 err = Console(stderr=True, highlight=False)
 
 
+# factorlab.predict's values (a test checks they agree), here so that building the parser does not import torch:
+# `factorlab --help` and the first line of `factorlab run` would wait seconds for it
+ALIGN_MODES: tuple[str, ...] = ("none", "box", "mtcnn")
+MAX_PIXELS = 89_478_485
+
+
 def predict_command(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     """factorlab predict RUNDIR INPUT... [--out FILE] [--format table|json|csv|jsonl] [--align none|box|mtcnn]"""
-    from factorlab.predict import ALIGN_MODES, MAX_PIXELS
-
     parser.add_argument(
         "model", type=Path, metavar="RUNDIR", help="a run folder, or an .onnx file from factorlab export"
     )

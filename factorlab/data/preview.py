@@ -43,13 +43,28 @@ def preview_dataset(name: str, options: list[str], *, image_size: int, out: Path
     except ValidationError as exc:
         context = ErrorContext(repr(name), "", origins, title="invalid options of data set")
         raise RecipeError(context.header() + "\n".join(f"  {line}" for line in context.error_lines(exc))) from None
-    # A data set module may offer its own `preview_grid` (SynthFaces: identities x expressions).
-    preview = getattr(importlib.import_module(entry.factory.__module__), "preview_grid", None)
+    # A data set module may offer its own `preview_grid` (SynthFaces: identities x expressions) and its labels.
+    module = importlib.import_module(entry.factory.__module__)
+    preview = getattr(module, "preview_grid", None)
     if preview is not None:
         grid = preview(config, image_size=image_size)
+        names = getattr(module, "preview_labels", None)
+        labels = names(config) if names is not None else None
     else:
         dataset = entry.factory(config, split="train", image_size=image_size, factors={})
         count = min(len(dataset), 64)
         grid = image_grid([dataset.image(i) for i in range(count)], columns=8)
-    atomic_write(out, lambda tmp: Image.fromarray(grid).save(tmp, format="PNG"))
-    return out
+        rows = -(-count // 8)
+        labels = {
+            "rows": [f"{8 * r}-{min(count, 8 * r + 8) - 1}" for r in range(rows)],
+            "columns": [f"+{c}" for c in range(8)],
+            "row_title": "train samples (index)",
+            "column_title": "index within the row",
+            "title": f"{name}: the first {count} samples of the train split",
+        }
+    if labels is None:  # a plugin's grid without names: the bare picture
+        atomic_write(out, lambda tmp: Image.fromarray(grid).save(tmp, format="PNG"))
+        return out
+    from factorlab.plots import plot_image_grid
+
+    return plot_image_grid(grid, out, **labels)

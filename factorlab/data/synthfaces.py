@@ -186,11 +186,16 @@ def ensure_cache(config: SynthFacesConfig, split: str, image_size: int) -> Path:
         )
         identity_cols = {k: identity_table[samples[:, SAMPLE_KEYS.index("identity")].astype(np.int64), c]
                          for c, k in enumerate(IDENTITY_KEYS)}  # fmt: skip
-        for start in range(0, len(samples), _CHUNK):
-            stop = min(start + _CHUNK, len(samples))
-            batch = {k: samples[start:stop, c] for c, k in enumerate(SAMPLE_KEYS)}
-            batch.update({k: v[start:stop] for k, v in identity_cols.items()})
-            images[start:stop] = render_batch(batch, image_size)
+        from factorlab.progress import task
+
+        description = f"rendering SynthFaces {split} split once into the cache ({len(samples)} images)"
+        with task("render", description, total=len(samples), unit="images") as shown:
+            for start in range(0, len(samples), _CHUNK):
+                stop = min(start + _CHUNK, len(samples))
+                batch = {k: samples[start:stop, c] for c, k in enumerate(SAMPLE_KEYS)}
+                batch.update({k: v[start:stop] for k, v in identity_cols.items()})
+                images[start:stop] = render_batch(batch, image_size)
+                shown.advance(stop - start)
         images.flush()
         del images
         np.save(tmp / "samples.npy", samples)
@@ -358,3 +363,15 @@ def preview_grid(config: SynthFacesConfig, *, image_size: int = 64, identities: 
         r, c = divmod(k, len(EXPRESSIONS))
         grid[pad + r * cell : pad + r * cell + image_size, pad + c * cell : pad + c * cell + image_size] = face
     return grid
+
+
+def preview_labels(config: SynthFacesConfig, *, identities: int = 8) -> dict:
+    """The row and column names of `preview_grid`: identities (rows) and expressions (columns)."""
+    rows = min(identities, config.identities)
+    return {
+        "rows": [f"id{i:03d}" for i in range(rows)],
+        "columns": list(EXPRESSIONS),
+        "row_title": "identity",
+        "column_title": "expression",
+        "title": f"SynthFaces: {rows} identities (rows) x {len(EXPRESSIONS)} expressions (columns), full intensity",
+    }

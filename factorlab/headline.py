@@ -1,0 +1,93 @@
+"""The opening paragraph of a report: what a run shows, in words built from its numbers.
+
+It states, for the evaluated split: each head's accuracy against chance; for each adversary, its accuracy
+against what a fresh probe still reads from the same code; and the strongest leak among all probed
+(factor, code) pairs, measured from chance (0) to the accuracy on the code meant to hold the factor (1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from factorlab.report import pct
+
+# a probe this close to chance (fraction of the way from chance to the ceiling) reads nothing worth a word
+NEGLIGIBLE = 0.1
+
+
+def _times(accuracy: float, chance: float) -> str:
+    return f"{accuracy / chance:.1f}x chance" if chance > 0 else "above chance"
+
+
+def normalised(accuracy: float | None, chance: float | None, ceiling: float | None) -> float | None:
+    """(accuracy - chance) / (ceiling - chance): 0 at chance, 1 at the ceiling; None when undefined."""
+    if accuracy is None or chance is None or ceiling is None or ceiling - chance <= 1e-9:
+        return None
+    return (accuracy - chance) / (ceiling - chance)
+
+
+def _leak_words(value: float | None) -> str:
+    if value is None:
+        return ""
+    if value < NEGLIGIBLE:
+        return "about chance: the code holds little of it"
+    if value < 0.5:
+        return f"{value:.2f} of the way from chance to the head: some of it is still in the code"
+    return f"{value:.2f} of the way from chance to the head: most of it is still in the code"
+
+
+def what_this_run_shows(result: Mapping) -> str:
+    """A paragraph (Markdown, `code` spans only) from an `evaluate_run` result."""
+    split = result["split"]
+    sentences = []
+    for name, scores in (result.get("heads") or {}).items():
+        factor, code = name.split("/", 1)
+        sentences.append(
+            f"The {factor} head reads {factor} from code `{code}` at {pct(scores['accuracy'], 1)} on `{split}` "
+            f"(chance {pct(scores['chance'], 1)}, {_times(scores['accuracy'], scores['chance'])})."
+        )
+    probes = result.get("probes") or []
+    for name, scores in (result.get("adversaries") or {}).items():
+        factor, code = name.split("/", 1)
+        found = [r for r in probes if r["factor"] == factor and r["code"] == code]
+        text = (
+            f"The adversary that keeps {factor} out of code `{code}` reaches {pct(scores['accuracy'], 1)} "
+            f"(chance {pct(scores['chance'], 1)})"
+        )
+        if found:
+            best = max(found, key=lambda r: r["accuracy"])
+            ceiling = best.get("owner_accuracy")
+            words = _leak_words(normalised(best["accuracy"], best["chance"], ceiling))
+            text += (
+                f", while a fresh {best['probe']} probe trained on the frozen code reads {pct(best['accuracy'], 1)}"
+                + (f", {words}" if words else "")
+                + "."
+            )
+            if scores["accuracy"] <= scores["chance"] * 1.2 and best["accuracy"] > best["chance"] * 1.2:
+                text += " An adversary at chance does not prove the factor is gone."
+        else:
+            text += "; no probe was run on it (`factorlab eval` without `--no-probes` runs them)."
+        sentences.append(text)
+    leaks = []
+    for r in probes:
+        if r["code"] == r.get("owner"):
+            continue
+        value = normalised(r["accuracy"], r["chance"], r.get("owner_accuracy"))
+        if value is not None:
+            leaks.append((value, r))
+    if leaks:
+        value, r = max(leaks, key=lambda item: item[0])
+        if value >= NEGLIGIBLE:
+            sentences.append(
+                f"The strongest leak: {r['factor']} in code `{r['code']}`, read by the {r['probe']} probe at "
+                f"{pct(r['accuracy'], 1)} against chance {pct(r['chance'], 1)} and {pct(r['owner_accuracy'], 1)} on "
+                f"code `{r['owner']}` ({value:.2f} of the way from chance to there)."
+            )
+        else:
+            sentences.append(
+                f"No probed code holds a factor it is not meant to: every fresh probe off a factor's own code is "
+                f"within {NEGLIGIBLE:.0%} of the way from chance to the factor's own code."
+            )
+    if not sentences:
+        return "This run has no head or adversary to summarise."
+    return " ".join(sentences)
