@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 
 class FactorlabError(Exception):
     """A user-facing error: what went wrong, where, and how to fix it."""
@@ -39,6 +42,22 @@ class ResourceError(FactorlabError):
     """A request would need more memory (or other resources) than the machine has."""
 
 
+def disk_full_error(path: Path, exc: BaseException | None = None) -> DiskFullError:
+    """The message for a write that ran out of space."""
+    path = Path(path)
+    where = path.parent
+    try:
+        free = f"{shutil.disk_usage(where).free / 2**20:.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    reason = f" ({exc.strerror})" if isinstance(exc, OSError) and exc.strerror else ""
+    return DiskFullError(
+        f"the disk is full: could not write {path}{reason}; {free} on the file system of {where}. "
+        "Nothing half-written was kept. Free some space (or choose another output folder) and run the command "
+        "again; an interrupted run continues with `factorlab run --resume RUNDIR`."
+    )
+
+
 def as_user_error(exc: BaseException) -> FactorlabError | None:
     """The user error behind an exception that escaped the specific checks, or None for a real bug.
 
@@ -48,8 +67,6 @@ def as_user_error(exc: BaseException) -> FactorlabError | None:
     import errno
 
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        from factorlab.files import disk_full_error
-
         return disk_full_error(exc.filename or "(a file)", exc)
     if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         where = f" {exc.filename}" if exc.filename else ""

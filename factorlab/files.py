@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from factorlab.errors import DiskFullError, OutputError
+from factorlab.errors import OutputError, disk_full_error  # disk_full_error re-exported: errors owns it
 
 #: errno values that mean "this place cannot be written" (as opposed to a bug).
 UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
@@ -32,22 +32,6 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def disk_full_error(path: Path, exc: BaseException | None = None) -> DiskFullError:
-    """The message for a write that ran out of space."""
-    path = Path(path)
-    where = path.parent
-    try:
-        free = f"{shutil.disk_usage(where).free / 2**20:.1f} MiB free"
-    except OSError:
-        free = "free space unknown"
-    reason = f" ({exc.strerror})" if isinstance(exc, OSError) and exc.strerror else ""
-    return DiskFullError(
-        f"the disk is full: could not write {path}{reason}; {free} on the file system of {where}. "
-        "Nothing half-written was kept. Free some space (or choose another output folder) and run the command "
-        "again; an interrupted run continues with `factorlab run --resume RUNDIR`."
-    )
 
 
 def unwritable_error(path: Path, exc: OSError, what: str = "") -> OutputError:
@@ -136,7 +120,11 @@ def check_writable_dir(path: Path, what: str) -> Path:
     except OSError as exc:
         if exc.errno in FULL:
             raise disk_full_error(probe / "x", exc) from None
-        raise unwritable_error(path, exc, what) from None
+        reason = "read-only file system" if exc.errno == errno.EROFS else (exc.strerror or type(exc).__name__)
+        raise OutputError(
+            f"cannot write {what} {path}: no file can be created in {probe} ({reason}). Choose a writable location "
+            "(or fix the folder's permissions) and run the command again."
+        ) from None
     return path
 
 

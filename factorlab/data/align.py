@@ -12,7 +12,7 @@ from collections import defaultdict
 import numpy as np
 from PIL import Image
 
-from factorlab.data.records import AlignMode, Sample
+from factorlab.data.types import AlignMode, Sample
 from factorlab.errors import DataError
 
 # ArcFace's 5-point template on a 112x112 crop (eyes, nose tip, mouth corners), as fractions of the side.

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from factorlab.data.records import Skipped, Table
+from factorlab.data.types import Skipped, Table
 from factorlab.errors import DataError
 from factorlab.files import atomic_write, atomic_write_bytes
 

@@ -98,7 +98,15 @@ class Source:
         return build_dataset(self, config, split=split, image_size=image_size, factors=factors)
 
     def registration(self) -> tuple:
-        """(name, factory, config model, description), as `factorlab_register_datasets` takes them."""
+        """Deprecated (0.1): (name, factory, config model, description); register with `source=` instead."""
+        import warnings
+
+        warnings.warn(
+            "Source.registration() is deprecated: register(name, source.build, config=source.config, "
+            "description=..., source=source) so `factorlab prepare` can cache the data set",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return (self.name, self.build, self.config, self.description)
 
 
