@@ -120,10 +120,42 @@ def encode_split(
     )
 
 
-def erase_codes(model, train: Encoded, test: Encoded, pairs: list[tuple[str, str]], device) -> dict[str, list[str]]:
+def quick_leakage(model, train_set, eval_sets: dict, device, *, seed: int = 0) -> dict[str, dict]:
+    """A linear probe per adversary (factor, code), fitted on <= 2000 train codes: split -> {QUICK_KEY: accuracy}.
+
+    Cheap (a few seconds on a CPU for the synth recipes) so `factorlab run` can show it next to the adversary's
+    accuracy; `factorlab eval` trains the full linear and MLP probes.
+    """
+    links = list(dict.fromkeys((link.factor, link.code) for link in model.adversaries.links))
+    if not links:
+        return {}
+    was_training = model.training
+    model.eval()
+    try:
+        train = encode_split(model, train_set, "train", max_samples=leakage.QUICK_SAMPLES, seed=seed, device=device)
+        out: dict[str, dict] = {}
+        for split, dataset in eval_sets.items():
+            held = encode_split(model, dataset, split, max_samples=leakage.QUICK_SAMPLES, seed=seed, device=device)
+            out[split] = {}
+            for factor, code in links:
+                rows = metrics.leakage_probes(
+                    {code: train.codes[code]}, {factor: train.labels[factor]}, {code: held.codes[code]},
+                    {factor: held.labels[factor]}, kinds=("linear",), max_train=leakage.QUICK_SAMPLES, seed=seed,
+                    steps=leakage.QUICK_STEPS,
+                )  # fmt: skip
+                out[split][leakage.QUICK_KEY.format(factor=factor, code=code)] = rows[0]["accuracy"]
+    finally:
+        model.train(was_training)
+    return out
+
+
+def erase_codes(
+    model, train: Encoded, test: Encoded, pairs: list[tuple[str, str]], device, out_dir: Path
+) -> dict[str, list[str]]:
     """LEACE-erase each adversary's factor from its code in both samples (fitted on train), in place; re-predict
-    the adversaries reading an erased code. Returns code -> erased factors."""
-    from factorlab.erasure import apply_eraser, fit_erasers
+    the adversaries reading an erased code; the model's branches erase too from now on (swap grid), and the
+    erasers are saved to `out_dir/erasers.pt` (for `factorlab eval --erase --swap`). Returns code -> factors."""
+    from factorlab.erasure import apply_eraser, erase_model, fit_erasers, save_erasers
 
     if not pairs:
         raise FactorlabError("--erase: the recipe has no adversary, so no (factor, code) pair to erase")
@@ -136,6 +168,9 @@ def erase_codes(model, train: Encoded, test: Encoded, pairs: list[tuple[str, str
             logits = model.adversaries.adversaries[link.key].logits(torch.from_numpy(test.codes[link.code]).to(device))
             if logits is not None:
                 test.predictions[f"adversary/{link.factor}/{link.code}"] = logits.argmax(dim=1).cpu().numpy()
+    erase_model(model, erasers)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_erasers(erasers, out_dir / "erasers.pt")
     erased: dict[str, list[str]] = {}
     for factor, code in pairs:
         erased.setdefault(code, []).append(factor)
@@ -209,8 +244,12 @@ def evaluate_run(
     metric_names: Sequence[str] | None = None,
     metric_options: Sequence[str] = (),
     erase: bool = False,
+    full: bool = False,
 ) -> dict:
     """Evaluate a finished run on `split`; write eval.json, plots/, report.md and report.html; return the results.
+
+    By default the splits, probes and DCI use samples (`max_samples`, the metrics' `max_*` options), which keeps
+    `factorlab eval` shorter than the training; `full=True` (`--full`) lifts every such bound.
 
     `erase=True` first erases, with LEACE fitted on the train split's codes, every factor an adversary names
     from its code (`factorlab eval --erase`; docs/erasure.md) and writes everything into `<rundir>/leace/`.
@@ -222,7 +261,7 @@ def evaluate_run(
     from factorlab.data.loading import build_dataset
     from factorlab.evalmetrics import metric_plan
     from factorlab.rundir import checkpoint_info, default_checkpoint, load_run, load_summary
-    from factorlab.train import resolve_device
+    from factorlab.runtime import resolve_device
 
     if split not in ("val", "test"):
         raise FactorlabError(f"--split {split}: evaluate on 'val' or 'test' (probes are trained on 'train')")
@@ -236,6 +275,9 @@ def evaluate_run(
     recipe, model = load_run(rundir, checkpoint)
     plan = [(entry, options) for entry, options in metric_plan(recipe, metric_names, metric_options)
             if probes or entry.name != "probes"]  # fmt: skip
+    if full:
+        max_samples = UNBOUNDED
+        plan = [(entry, _unbounded(options)) for entry, options in plan]
     on = resolve_device(device)
     model.to(on)
     out_dir = rundir / ERASED if erase else rundir
@@ -249,7 +291,7 @@ def evaluate_run(
         test = encode_split(model, datasets[split], split, max_samples=max_samples, seed=seed, device=on)
     owner = owners(model)
     pairs = [(link.factor, link.code) for link in model.adversaries.links]
-    erased = erase_codes(model, train, test, pairs, on) if erase else {}
+    erased = erase_codes(model, train, test, pairs, on, out_dir) if erase else {}
     result: dict = {
         "name": summary.get("name", recipe.run.name),
         "rundir": str(rundir),
@@ -324,6 +366,16 @@ def evaluate_run(
     report.write_report(out_dir, report_sections(result, tsne=tsne, curves=bool(records)),
                         title=f"factorlab report: {result['name']}")  # fmt: skip
     return result
+
+
+UNBOUNDED = 2**62  # `--full`: a sample bound no split reaches
+SAMPLE_BOUNDS = ("max_train", "max_test", "max_points")  # not max_pairs: a count of drawn pairs, not a sample
+
+
+def _unbounded(options: BaseModel) -> BaseModel:
+    """A metric's options with every sample bound (max_train, max_test, max_points) lifted."""
+    bounds = {name: UNBOUNDED for name in SAMPLE_BOUNDS if name in type(options).model_fields}
+    return options.model_copy(update=bounds)
 
 
 def run_metrics(

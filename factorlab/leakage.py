@@ -43,38 +43,6 @@ def adversary_pairs(recipe_dict: Mapping) -> list[tuple[str, str]]:
     return list(dict.fromkeys((a["factor"], a["code"]) for a in recipe_dict.get("adversaries") or []))
 
 
-def quick_leakage(model, train_set, eval_sets: Mapping[str, Any], device, *, seed: int = 0) -> dict[str, dict]:
-    """A linear probe per adversary (factor, code), fitted on <= 2000 train codes: split -> {QUICK_KEY: accuracy}.
-
-    Cheap (a few seconds on a CPU for the synth recipes) so `factorlab run` can show it next to the adversary's
-    accuracy; `factorlab eval` trains the full linear and MLP probes.
-    """
-    from factorlab import metrics
-    from factorlab.evaluate import encode_split
-
-    links = list(dict.fromkeys((link.factor, link.code) for link in model.adversaries.links))
-    if not links:
-        return {}
-    was_training = model.training
-    model.eval()
-    try:
-        train = encode_split(model, train_set, "train", max_samples=QUICK_SAMPLES, seed=seed, device=device)
-        out: dict[str, dict] = {}
-        for split, dataset in eval_sets.items():
-            held = encode_split(model, dataset, split, max_samples=QUICK_SAMPLES, seed=seed, device=device)
-            out[split] = {}
-            for factor, code in links:
-                rows = metrics.leakage_probes(
-                    {code: train.codes[code]}, {factor: train.labels[factor]}, {code: held.codes[code]},
-                    {factor: held.labels[factor]}, kinds=("linear",), max_train=QUICK_SAMPLES, seed=seed,
-                    steps=QUICK_STEPS,
-                )  # fmt: skip
-                out[split][QUICK_KEY.format(factor=factor, code=code)] = rows[0]["accuracy"]
-    finally:
-        model.train(was_training)
-    return out
-
-
 def _probe(probes: Sequence[Mapping], factor: str, code: str, kind: str) -> Mapping | None:
     for row in probes:
         if (row["factor"], row["code"], row["probe"]) == (factor, code, kind):
@@ -196,7 +164,7 @@ def leakage_table(labels: Sequence[str], summaries: Sequence[Mapping], evaluatio
 
 def group_leakage_table(groups) -> report.Table | None:
     """`factorlab compare` of seed groups: mean ± std (n) over seeds of every leakage figure."""
-    from factorlab.seeds import describe
+    from factorlab.stats import describe
 
     fields = ["adversary", "linear_probe", "mlp_probe", "chance", "head", "linear_normalised", "mlp_normalised"]
     rows = []

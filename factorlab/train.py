@@ -642,7 +642,7 @@ def finish_run(
     with task("score", f"scoring checkpoint {scored.name} on val and test"):
         summary["splits"]["val"] = last_val if last_val is not None else evaluate(model, splits.val, recipe, device)
         summary["splits"]["test"] = evaluate(model, splits.test, recipe, device)
-    from factorlab.leakage import quick_leakage  # a linear probe per adversary, next to its accuracy (seconds)
+    from factorlab.evaluate import quick_leakage  # a linear probe per adversary, next to its accuracy (seconds)
 
     with task("leakage", "a linear probe per adversary's code"):
         quick = quick_leakage(model, splits.train, {"val": splits.val, "test": splits.test}, device)
