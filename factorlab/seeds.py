@@ -189,9 +189,7 @@ def metrics_table(groups: Sequence[Group], split: str = "test") -> report.Table:
     for key in keys:
         stats = [describe(metric_values(g, split, key)) for g in groups]
         row: list[Any] = [key, *[s.format(_is_fraction(key)) for s in stats]]
-        for s in stats[1:]:
-            p = welch_p(stats[0].values, s.values)
-            row.append("–" if math.isnan(p) else f"p={p:.3f} {verdict(p)}")
+        row.extend(_versus(stats[0], s) for s in stats[1:])
         rows.append(row)
     caption = f"Every metric over seeds ({split} split): mean ± sample std (n); Welch t-test against the first group"
     return report.Table(headers, rows, caption)
@@ -211,6 +209,14 @@ def _adversary_key(summary: Mapping, factor: str) -> str | None:
     return None
 
 
+def _versus(reference: Stat, stat: Stat) -> str:
+    """'p=0.123 within noise' for `stat` against `reference`; '–' when either has no values."""
+    if not reference.n or not stat.n:
+        return "–"
+    p = welch_p(reference.values, stat.values)
+    return verdict(p) if math.isnan(p) else f"p={p:.3f} {verdict(p)}"
+
+
 def paper_table(groups: Sequence[Group], split: str = "test") -> report.Table:
     """Tables 1 and 2 of the paper over seeds: C_exp and C_adv_exp accuracy, mean ± std (n), and p vs the first."""
     factor, code = _head(groups[0].summaries[0])
@@ -225,16 +231,15 @@ def paper_table(groups: Sequence[Group], split: str = "test") -> report.Table:
         head = describe(metric_values(group, split, head_key))
         adv_key = _adversary_key(summary, factor)
         adv = describe(metric_values(group, split, adv_key)) if adv_key else describe([])
-        p_head = welch_p(first_head.values, head.values) if group is not groups[0] else math.nan
-        p_adv = welch_p(first_adv.values, adv.values) if group is not groups[0] and adv.n and first_adv.n else math.nan
+        first = group is groups[0]
         rows.append(
             [
                 group.label,
                 beta,
                 head.format(percent=True),
-                "–" if group is groups[0] else (f"p={p_head:.3f} {verdict(p_head)}" if head.n else "–"),
+                "–" if first else _versus(first_head, head),
                 adv.format(percent=True),
-                "–" if group is groups[0] or not adv.n else f"p={p_adv:.3f} {verdict(p_adv)}",
+                "–" if first else _versus(first_adv, adv),
             ]
         )
     headers = ["run", "beta_rec", f"C_{code}", f"C_{code} vs first", f"C_adv_{code}", f"C_adv_{code} vs first"]

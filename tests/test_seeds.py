@@ -98,3 +98,23 @@ def test_bad_seeds_exit_2_before_training(tmp_path: Path) -> None:
     result = run_cli("run", str(QUICKSTART), *TINY, "--seeds", "0,a", "--out", str(tmp_path))
     assert result.returncode == 2 and "'a' is not a seed" in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+def _summary(head: float, adversary: float | None) -> dict:
+    recipe = {"heads": [{"factor": "expression", "code": "exp"}], "loss": {"beta_rec": 0.0}, "adversaries": []}
+    test = {"head/expression/exp/accuracy": head}
+    if adversary is not None:
+        recipe["adversaries"] = [{"factor": "expression", "code": "nonexp"}]
+        test["adversary/expression/nonexp/accuracy"] = adversary
+    return {"recipe": recipe, "splits": {"test": test}}
+
+
+def test_paper_table_compares_only_what_both_groups_have() -> None:
+    from factorlab.seeds import Group, paper_table
+
+    baseline = Group(Path("b"), "baseline", [_summary(h, None) for h in (0.70, 0.72, 0.71)])
+    proposed = Group(Path("p"), "proposed", [_summary(h, a) for h, a in ((0.60, 0.12), (0.61, 0.13), (0.62, 0.12))])
+    rows = paper_table([baseline, proposed]).rows
+    assert rows[0][2] == "71.00% ± 1.00 (n=3)" and rows[0][3] == "–" and rows[0][4] == "–"
+    assert rows[1][3].endswith("differs") and rows[1][4] == "12.33% ± 0.58 (n=3)"
+    assert rows[1][5] == "–"  # the baseline has no adversary to compare with
