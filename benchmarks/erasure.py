@@ -35,14 +35,20 @@ SETTINGS = {"default": [], "shortcut": ["data.correlation=0.8"]}
 SMOKE = ["run.epochs=1", "run.batch_size=16", "data.identities=9", "data.samples_per_identity=8"]
 
 
-def factorlab(*args: str, log: Path) -> None:
-    """Run `python -m factorlab ARGS`, appending its output to `log`; a failure stops the benchmark."""
-    with open(log, "a", encoding="utf-8") as out:
-        out.write(f"\n$ factorlab {' '.join(args)}\n")
-        out.flush()
-        done = subprocess.run([sys.executable, "-m", "factorlab", *args], stdout=out, stderr=subprocess.STDOUT)
-    if done.returncode:
-        raise SystemExit(f"factorlab {' '.join(args)} failed (exit {done.returncode}); see {log}")
+def factorlab(*args: str, log: Path, attempts: int = 3) -> None:
+    """Run `python -m factorlab ARGS`, appending its output to `log`; retried twice after a pause (a shared
+    checkout may be mid-edit), then a failure stops the benchmark."""
+    for attempt in range(1, attempts + 1):
+        with open(log, "a", encoding="utf-8") as out:
+            out.write(f"\n$ factorlab {' '.join(args)}\n")
+            out.flush()
+            done = subprocess.run([sys.executable, "-m", "factorlab", *args], stdout=out, stderr=subprocess.STDOUT)
+        if done.returncode == 0:
+            return
+        if attempt < attempts:
+            print(f"  failed (exit {done.returncode}), retrying in 60 s", flush=True)
+            time.sleep(60)
+    raise SystemExit(f"factorlab {' '.join(args)} failed (exit {done.returncode}); see {log}")
 
 
 def run_dir(out: Path, setting: str, method: str, seed: int) -> Path | None:
@@ -51,11 +57,13 @@ def run_dir(out: Path, setting: str, method: str, seed: int) -> Path | None:
     return found[-1].parent if found else None
 
 
-def train(out: Path, seeds: list[int], settings: list[str], extra: list[str], log: Path, then=None) -> None:
+def train(
+    out: Path, methods: list[str], seeds: list[int], settings: list[str], extra: list[str], log: Path, then=None
+) -> None:
     """Train every (setting, seed, method) not yet finished; `then(setting, method, seed)` after each (the eval)."""
     for setting in settings:
         for seed in seeds:
-            for method in METHODS:
+            for method in methods:
                 if not run_dir(out, setting, method, seed):
                     where = out / setting / method / f"seed-{seed}"
                     print(f"[{time.strftime('%H:%M:%S')}] train {setting} {method} seed {seed}", flush=True)
@@ -129,11 +137,11 @@ def _row(rundir: Path, erased: bool) -> dict:
     }
 
 
-def collect(out: Path, seeds: list[int], settings: list[str]) -> list[dict]:
+def collect(out: Path, methods: list[str], seeds: list[int], settings: list[str]) -> list[dict]:
     """One record per (setting, method, seed) with a finished evaluation."""
     records = []
     for setting in settings:
-        for method in METHODS:
+        for method in methods:
             for erased in (False, True) if method in ERASED else (False,):
                 for seed in seeds:
                     rundir = run_dir(out, setting, method, seed)
@@ -225,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2", help="seeds (default 0,1,2)")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--phase", choices=["all", "train", "eval", "table"], default="all")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="recipes to run")
     parser.add_argument("--max-samples", type=int, default=2000, help="samples per split for the probes")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one seed, default setting (for the tests)")
     args = parser.parse_args(argv)
@@ -240,14 +249,14 @@ def main(argv: list[str] | None = None) -> int:
         evaluate(args.out, setting, method, seed, args.max_samples, log)
 
     if args.phase in ("all", "train"):  # "all": each run is evaluated right after it trained
-        train(args.out, seeds, settings, extra, log, then=probe if args.phase == "all" else None)
+        train(args.out, args.methods, seeds, settings, extra, log, then=probe if args.phase == "all" else None)
     if args.phase == "eval":
         for setting in settings:
             for seed in seeds:
-                for method in METHODS:
+                for method in args.methods:
                     probe(setting, method, seed)
     if args.phase in ("all", "table"):
-        records = collect(args.out, seeds, settings)
+        records = collect(args.out, args.methods, seeds, settings)
         if not records:
             raise SystemExit(f"no evaluated runs under {args.out}; run the train and eval phases first")
         (args.out / "erasure.json").write_text(json.dumps(records, indent=2), encoding="utf-8")

@@ -226,3 +226,60 @@ def apply_eraser(eraser, codes: np.ndarray) -> np.ndarray:
     x = torch.from_numpy(np.asarray(codes, dtype=np.float64).reshape(len(codes), -1))
     with torch.no_grad():
         return eraser(x).float().numpy()
+
+
+class ErasedBranch(nn.Module):
+    """A branch whose code passes through a fitted LEACE eraser (`concept_erasure.LeaceEraser`, in its dtype).
+
+    The eraser's matrices are buffers, so the wrapped branch moves with the model (`.to(device)`); codes keep
+    their shape and dtype. Used by `factorlab eval --erase` for the swap grid and `--swap` scores.
+    """
+
+    def __init__(self, branch: nn.Module, eraser) -> None:
+        super().__init__()
+        self.branch = branch
+        self.register_buffer("proj_left", eraser.proj_left.detach().clone())
+        self.register_buffer("proj_right", eraser.proj_right.detach().clone())
+        self.register_buffer("bias", None if eraser.bias is None else eraser.bias.detach().clone())
+
+    @property
+    def eraser(self):
+        from concept_erasure import LeaceEraser
+
+        return LeaceEraser(self.proj_left, self.proj_right, self.bias)
+
+    def forward(self, features: Tensor) -> Tensor:
+        code = self.branch(features)
+        return self.eraser(code.flatten(1).to(self.proj_left.dtype)).to(code.dtype).view_as(code)
+
+
+def erase_model(model, erasers: Mapping[str, object]):
+    """Wrap the branches of `model` (a Disentangler) named in `erasers` (code -> LeaceEraser) in place; returns it."""
+    for code, eraser in erasers.items():
+        model.net.branches[code] = ErasedBranch(model.net.branches[code], eraser).to(
+            next(model.net.branches[code].parameters()).device
+        )
+    return model
+
+
+def save_erasers(erasers: Mapping[str, object], path) -> None:
+    """Write code -> eraser matrices (a plain dict of tensors, loadable with weights_only=True)."""
+    from factorlab.files import atomic_write
+
+    state = {
+        code: {"proj_left": e.proj_left, "proj_right": e.proj_right, "bias": e.bias} for code, e in erasers.items()
+    }
+
+    def write(tmp) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+
+    atomic_write(path, write)
+
+
+def load_erasers(path) -> dict[str, object]:
+    """The erasers `save_erasers` wrote (code -> `concept_erasure.LeaceEraser`)."""
+    from concept_erasure import LeaceEraser
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return {code: LeaceEraser(v["proj_left"], v["proj_right"], v["bias"]) for code, v in state.items()}

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pytorch_msssim import ssim as gaussian_ssim  # light: 0.5 ms on top of torch
 from torch import Tensor, nn
 
 from factorlab.data.base import labels_for_evaluation
@@ -94,13 +95,21 @@ def score_bytes(pairs: int, image_size: int) -> int:
 
 
 def psnr(a: Tensor, b: Tensor, data_range: float = 1.0) -> Tensor:
-    """Peak signal-to-noise ratio per image (B,) in dB; identical images give 100 dB (MSE floored at 1e-10)."""
+    """Peak signal-to-noise ratio per image (B,) in dB; identical images give 100 dB (MSE floored at 1e-10).
+
+    Kept in torch rather than taken from a library: torchmetrics' `peak_signal_noise_ratio` agrees to
+    4e-6 dB (1000 images 3x64x64) but importing torchmetrics takes ~2 s, and it gives inf for identical
+    images, which json.dumps writes as `Infinity` (not JSON); pytorch-msssim has no PSNR.
+    """
     mse = (a.float() - b.float()).square().flatten(1).mean(dim=1)
     return 10 * torch.log10(data_range**2 / mse.clamp_min(1e-10 * data_range**2))
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
-    """The normalised 2-D Gaussian window (size, size) of SSIM (Wang et al. 2004: 11x11, sigma 1.5)."""
+    """The normalised 2-D Gaussian window (size, size) of SSIM (Wang et al. 2004: 11x11, sigma 1.5).
+
+    `ssim` applies the same window as two 1-D passes (pytorch-msssim); this 2-D form is for references and tests.
+    """
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
     g = g / g.sum()
@@ -110,25 +119,20 @@ def gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
 def ssim(a: Tensor, b: Tensor, data_range: float = 1.0, size: int = 11, sigma: float = 1.5) -> Tensor:
     """Structural similarity per image (B,): Wang et al. 2004 with a Gaussian window, averaged over channels.
 
-    Local statistics use the 11x11 Gaussian window (sigma 1.5) over valid positions only (no padding),
-    K1 = 0.01, K2 = 0.03, as in the reference implementation; images smaller than the window are an error.
+    pytorch-msssim's `ssim`: local statistics under the 11x11 Gaussian window (sigma 1.5) over valid
+    positions only (no padding), K1 = 0.01, K2 = 0.03, as in the reference implementation; images
+    smaller than the window are an error. Computed in float64 (the variance terms subtract nearly equal
+    numbers, and float64 rules out TF32 convolutions on a GPU): it agrees with the window-by-window
+    definition to 7e-8 and takes 12 s for 1000 pairs of 3x64x64 images on one CPU thread, against 53 s
+    for the former hand-written 2-D convolution (torchmetrics' SSIM pads by reflection and differs
+    from the definition by 4e-4 at 64x64, 2e-3 at 24x24).
     """
-    a, b = a.double(), b.double()  # float64: the variance terms subtract nearly equal numbers
-    channels = a.shape[1]
     if min(a.shape[-2:]) < size:
         raise FactorlabError(f"ssim needs images of at least {size}x{size} pixels, got {tuple(a.shape[-2:])}")
-    window = gaussian_window(size, sigma).to(a).expand(channels, 1, size, size)
-
-    def blur(x: Tensor) -> Tensor:
-        return F.conv2d(x, window, groups=channels)
-
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a**2
-    var_b = blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    index = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return index.flatten(1).mean(dim=1).float()
+    index = gaussian_ssim(
+        a.double(), b.double(), data_range=data_range, size_average=False, win_size=size, win_sigma=sigma
+    )
+    return index.float()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,15 +371,16 @@ def evaluate_swaps(
     seed: int = 0,
     checkpoint: str = "best",
     model: Disentangler | None = None,
+    out_dir: Path | None = None,
 ) -> dict:
-    """Score a run's swaps on `split` and write `swap_scores.json` into the run folder."""
+    """Score a run's swaps on `split` and write `swap_scores.json` into `out_dir` (default: the run folder)."""
     recipe, loaded = (
         load_decoder_run(rundir, checkpoint) if model is None else (load_recipe(Path(rundir) / "recipe.toml"), model)
     )
     names = tuple(codes) if codes else default_codes(loaded)
     dataset = build_dataset(recipe, split, loaded.factors)
     result = {"split": split, **score_swaps(loaded, dataset, names, pairs=pairs, seed=seed)}
-    atomic_write_text(Path(rundir) / "swap_scores.json", json.dumps(result, indent=2))
+    atomic_write_text(Path(out_dir or rundir) / "swap_scores.json", json.dumps(result, indent=2))
     return result
 
 

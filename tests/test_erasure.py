@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from factorlab.erasure import EnsembleAdversary, apply_eraser, fit_erasers, normalised_hsic
+from factorlab.erasure import EnsembleAdversary, apply_eraser, fit_erasers, load_erasers, normalised_hsic
 from factorlab.leakage import QUICK_KEY, normalised
 from factorlab.metrics import probe_accuracy
 from factorlab.model import build_model
@@ -232,3 +232,65 @@ def test_eval_erase_without_an_adversary_is_a_user_error(tmp_path: Path) -> None
     result = run_cli("eval", str(rundir), "--metrics", "probes", "--erase")
     assert result.returncode == 2
     assert "--erase: the recipe has no adversary" in result.stderr
+
+
+def test_benchmark_smoke_trains_probes_erases_and_writes_the_table_and_plot(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "erasure.py"),
+            "--smoke",
+            "--methods",
+            "none",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = (tmp_path / "erasure.md").read_text()
+    assert "| none |" in table and "| none + LEACE |" in table
+    records = json.loads((tmp_path / "erasure.json").read_text())
+    assert {r["method"] for r in records} == {"none", "none + LEACE"}
+    assert all(0.0 <= r["mlp"] <= 1.0 and 0.0 <= r["head"] <= 1.0 for r in records)
+    assert (tmp_path / "erasure.png").stat().st_size > 1000
+
+
+def test_eval_erase_with_swap_scores_the_swaps_of_the_erased_codes(tmp_path: Path) -> None:
+    recipe = ROOT / "recipes" / "synth" / "identity-swap.toml"
+    tiny = ["data.identities=12", "data.samples_per_identity=16", "data.image_size=32", "run.epochs=1"]
+    run = run_cli("run", str(recipe), *tiny, "run.batch_size=16", "--out", str(tmp_path))
+    assert run.returncode == 0, run.stderr
+    (rundir,) = [p.parent for p in tmp_path.glob("*/summary.json")]
+    result = run_cli("eval", str(rundir), "--no-probes", "--erase", "--swap", "4", "--max-samples", "64")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads((rundir / "leace" / "swap_scores.json").read_text())
+    assert scores["pairs"] == 4 and "swap" in scores["accuracy"]
+    assert not (rundir / "swap_scores.json").exists()  # the unerased scores are not overwritten
+    assert (rundir / "leace" / "plots" / "swap.png").is_file()
+    erasers = load_erasers(rundir / "leace" / "erasers.pt")
+    assert set(erasers) == set(json.loads((rundir / "leace" / "eval.json").read_text())["erased"])
+
+
+def test_an_erased_branch_gives_the_codes_the_arrays_get(tmp_path: Path) -> None:
+    from factorlab.erasure import erase_model
+
+    model = build_model(_recipe(tmp_path, "none")).eval()
+    images = torch.rand(40, 3, 32, 32)
+    with torch.no_grad():
+        code = model.encode(images)["nonexp"]
+    flat = code.flatten(1).numpy()
+    y = np.arange(40) % 8
+    erasers = fit_erasers({"nonexp": flat}, {"expression": y}, [("expression", "nonexp")], {"expression": 8})
+    expected = apply_eraser(erasers["nonexp"], flat)
+    erase_model(model, erasers)
+    with torch.no_grad():
+        erased = model.encode(images)
+    assert erased["nonexp"].shape == code.shape and erased["nonexp"].dtype == code.dtype
+    assert np.allclose(erased["nonexp"].flatten(1).numpy(), expected, atol=1e-5)
+    assert not np.array_equal(expected, flat)  # it did change the code

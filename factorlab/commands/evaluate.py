@@ -9,15 +9,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from factorlab import report
 from factorlab.commands import args as types
+from factorlab.commands.core import output_args
 from factorlab.errors import FactorlabError
 from factorlab.files import atomic_write_text, check_writable_dir
+from factorlab.progress import make_console
 
-console = Console(highlight=False)
+console = make_console()
 Handler = Callable[[argparse.Namespace], int]
 
 EVAL_EPILOG = """\
@@ -65,6 +66,12 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
         help="at most N samples of each split (default 5000)",
     )
     parser.add_argument("--no-probes", action="store_true", help="skip the post-hoc leakage probes (the slowest part)")
+    parser.add_argument(
+        "--full", action="store_true",
+        help="no samples: every image of both splits, probes and DCI fitted on all of them (slower; default: "
+        "--max-samples per split, DCI on 2000)",
+    )  # fmt: skip
+    output_args(parser)
     parser.add_argument("--tsne", action="store_true", help="also draw t-SNE projections (slower than PCA)")
     parser.add_argument(
         "--checkpoint", choices=["best", "last"],
@@ -100,7 +107,11 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
     parser.epilog = EVAL_EPILOG
 
     def handle(args: argparse.Namespace) -> int:
+        from factorlab.commands.core import set_output_mode
         from factorlab.evaluate import evaluate_run, head_table, similarity_summary_table
+        from factorlab.progress import emit, mode
+
+        set_output_mode(args)
 
         if args.similarity_images is not None:
             from factorlab.similarity import similarity_on_images, similarity_tables, write_similarity
@@ -131,14 +142,29 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
             device=args.device,
             tsne=args.tsne,
             seed=args.seed,
-            log=lambda message: console.print(f"[dim]{message}...[/]"),
             metric_names=args.metrics,
             metric_options=args.metric_option,
             erase=args.erase,
+            full=args.full,
         )
+        from factorlab.headline import what_this_run_shows
         from factorlab.modelcard import write_model_card
 
         write_model_card(args.rundir)  # refresh MODEL_CARD.md with the evaluation's numbers
+        out = args.rundir / "leace" if args.erase else args.rundir
+        if mode() in ("quiet", "json"):  # scripts: where the report is (and, as JSON, the headline)
+            if mode() == "quiet":
+                print(out / "report.html", flush=True)
+            emit("result", None, report=str(out / "report.html"), eval_json=str(out / "eval.json"),
+                 shows=what_this_run_shows(result), wall_time_s=result["wall_time_s"])  # fmt: skip
+            if args.swap:
+                from factorlab.swap import evaluate_swaps
+
+                scores = evaluate_swaps(
+                    args.rundir, split=args.split, pairs=args.swap, seed=args.seed, checkpoint=args.checkpoint
+                )
+                emit("swap_scores", None, scores=scores)
+            return 0
         info = result["checkpoint_info"]
         console.print(
             f"checkpoint {info['name']}: {info['file']}, epoch {info['epoch']}, {info['selected_on']} "
@@ -172,14 +198,26 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
         if args.swap:
             from factorlab.swap import evaluate_swaps, format_scores
 
+            erased_model, out = None, None
+            if args.erase:  # the swaps of the LEACE-erased codes, with the erasers this evaluation fitted
+                from factorlab.erasure import erase_model, load_erasers
+                from factorlab.evaluate import ERASED
+                from factorlab.swap import load_decoder_run
+
+                out = args.rundir / ERASED
+                erased_model = erase_model(
+                    load_decoder_run(args.rundir, args.checkpoint)[1], load_erasers(out / "erasers.pt")
+                )
             scores = evaluate_swaps(
-                args.rundir, split=args.split, pairs=args.swap, seed=args.seed, checkpoint=args.checkpoint
-            )
+                args.rundir, split=args.split, pairs=args.swap, seed=args.seed, checkpoint=args.checkpoint,
+                model=erased_model, out_dir=out,
+            )  # fmt: skip
             console.print(format_scores(scores))
-        out = args.rundir / "leace" if args.erase else args.rundir
+        console.print(f"what this run shows: {what_this_run_shows(result)}", soft_wrap=True, markup=False)
         console.print(
             f"wrote {out / 'eval.json'}, {out / 'report.md'}, {out / 'report.html'} "
-            f"and plots/ ({result['wall_time_s']:.1f} s)"
+            f"and plots/ ({result['wall_time_s']:.1f} s)",
+            soft_wrap=True,
         )
         return 0
 
