@@ -23,14 +23,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
 from factorlab.adversaries import Adversary
 from factorlab.errors import FactorlabError
 from factorlab.heads import mlp_classifier
 from factorlab.losses import adversary_loss, uniform_confusion
-from factorlab.recipe import Size
 
 # ---------------------------------------------------------------------------------------------
 # HSIC
@@ -164,7 +163,7 @@ class EnsembleConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     members: int = Field(4, ge=1, le=64, description="Number of classifiers K in the ensemble.")
-    hidden: list[list[Size]] = Field(
+    hidden: list[list[int]] = Field(
         default_factory=lambda: [[], [256]],
         description="Hidden layer sizes per member, used in turn ([] = linear): the default alternates linear and "
         "one-hidden-layer MLP members.",
@@ -173,6 +172,13 @@ class EnsembleConfig(BaseModel):
     reset_every: int = Field(
         0, ge=0, description="Re-initialise one member, in turn, every this many adversary steps; 0 = never."
     )
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive(cls, value: list[list[int]]) -> list[list[int]]:
+        if any(size < 1 for sizes in value for size in sizes):
+            raise ValueError("every hidden layer size must be at least 1")
+        return value
 
 
 def ensemble(config: EnsembleConfig, *, in_features: int, num_classes: int) -> EnsembleAdversary:
