@@ -38,3 +38,50 @@ def check_memory(need: int, request: str, fix: str) -> None:
             f"{request} would need about {gib(need)} of memory, but only {gib(free)} is available "
             f"(a request may use up to {SHARE:.0%} of it); {fix}"
         )
+
+
+def without_pretrained_weights(recipe):
+    """A copy of `recipe` whose encoder loads no pretrained weights (for building shapes only)."""
+    options = recipe.encoder.options
+    if "weights" not in type(options).model_fields:
+        return recipe
+    recipe = recipe.model_copy()
+    recipe.encoder = recipe.encoder.model_copy()
+    recipe.encoder._options = options.model_copy(update={"weights": "none"})
+    return recipe
+
+
+def model_parameters(recipe) -> int:
+    """How many parameters the model of `recipe` has, counted on the meta device (nothing is allocated).
+
+    Factors whose classes come from the data (identity) are counted with two classes, so no data is read.
+    """
+    import torch
+
+    from factorlab.model import build_model, resolve_factors
+
+    classes = {name: list(f.classes) if f.classes else ["a", "b"] for name, f in resolve_factors(recipe).items()}
+    with torch.device("meta"):
+        model = build_model(without_pretrained_weights(recipe), classes=classes)
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_model_size(recipe) -> None:
+    """A ResourceError, before anything is allocated, when training the recipe's model cannot fit in memory.
+
+    Training holds four float32 copies of every parameter: the weights, their gradients and Adam's two moments.
+    """
+    from factorlab.errors import FactorlabError
+
+    try:
+        n = model_parameters(recipe)
+    except FactorlabError:
+        raise
+    except Exception:  # a part that cannot be built on the meta device: the real build reports its own errors
+        return
+    where = f" of {recipe.source}" if recipe.source else ""
+    check_memory(
+        16 * n,
+        f"training the model{where} ({n / 1e6:,.0f} million parameters)",
+        "use smaller widths or hidden sizes (codes.<name>.widths, encoder.widths, heads.<i>.hidden)",
+    )

@@ -134,3 +134,13 @@ def test_predict_smoke_times_predict_bare_and_onnx_runtime() -> None:
     for row, label in ((rows[1], "predict/bare"), (rows[2], "ORT/eager")):
         low, median, high = (_number(x) for x in row[3].removeprefix(label).split("/"))
         assert 0 < low <= median <= high
+
+
+def test_metrics_benchmark_libraries_agree_with_the_former_hand_written_versions() -> None:
+    table = _run("benchmarks/metrics.py", "--smoke")
+    rows = {row[0] + " " + row[3]: row for row in _rows(table, "") if row[0] not in ("function", "---")}
+    names = {key.split(" ")[0] for key in rows}
+    assert {"ssim", "confusion_matrix", "macro_f1", "discrete_entropy", "PCA", "discrete_mutual_info"} <= names
+    for key, row in rows.items():
+        assert _number(row[4]) >= 0 and _number(row[5]) >= 0, key
+        assert float(row[6]) < 1e-6, f"{key}: the library and the former version differ by {row[6]}"

@@ -228,6 +228,8 @@ CASES = [
     Case("run.output in /proc", v("run.output=/proc/factorlab-x"), r"cannot write run\.output /proc/factorlab-x: no file can be created in /proc"),
     Case("run --out in /proc", ["run", QUICK, "--out", "/proc/factorlab-x"], r"cannot write run\.output /proc/factorlab-x"),
     Case("run without recipe", ["run"], "factorlab run needs a recipe file"),
+    Case("model too large for memory", ["run", QUICK, "codes.exp.widths=[100000,100000,100000,100000]", "--out", "{case}/runs"],
+         r"training the model of .*quickstart\.toml \([\d,]+ million parameters\) would need about [\d.]+ GiB of memory"),
     Case("cuda without GPU", ["run", QUICK, *TINY, "run.device=cuda", "--out", "{case}/runs"], "no CUDA device is available", skip=NO_GPU),
     # --- weights files (the trunk loads them when the model is built)
     Case("weights: random bytes", WEIGHTS_RUN, r"w\.pt is not a torch file \(2000 bytes", _weights("random")),
@@ -482,6 +484,18 @@ def test_a_memory_hungry_request_is_refused_before_it_allocates(base_run: Path, 
     assert re.search(r"--pairs 100000000: the \d+ samples to draw from give at most \d+", message), message
     peak_mib = usage.ru_maxrss / 1024  # KiB on Linux
     assert peak_mib < 1500, f"the refused request grew to {peak_mib:.0f} MiB"
+    # a model of 270 billion parameters: counted on the meta device and refused before anything is allocated
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "factorlab", "run", QUICK, "codes.exp.widths=[100000,100000,100000,100000]",
+             "--out", str(tmp_path / "runs")],
+            stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+        )  # fmt: skip
+        _, status, usage = os.wait4(proc.pid, 0)
+    message = " ".join(log.read_text().split())
+    assert os.waitstatus_to_exitcode(status) == 2, message
+    assert "would need about" in message and usage.ru_maxrss / 1024 < 1500, (message, usage.ru_maxrss)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir()), "no run folder was made"
     # within what a split gives, the memory estimate refuses what the machine cannot hold
     with pytest.raises(ResourceError, match=r"would need about .* GiB of memory, but only .* GiB is available"):
         check_memory(swap.score_bytes(10**9, 160), "scoring 1000000000 pairs", "ask for fewer pairs")
