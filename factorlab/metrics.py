@@ -40,8 +40,9 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
     bad = (y_true < 0) | (y_true >= num_classes) | (y_pred < 0) | (y_pred >= num_classes)
     if bad.any():
         raise FactorlabError(f"confusion_matrix: labels must lie in [0, {num_classes}), found {int(bad.sum())} outside")
-    flat = np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
-    return flat.reshape(num_classes, num_classes)
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+    return sk_confusion_matrix(y_true, y_pred, labels=np.arange(num_classes))
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -59,16 +60,18 @@ def per_class_accuracy(confusion: np.ndarray) -> np.ndarray:
 
 
 def macro_f1(confusion: np.ndarray) -> float:
-    """Unweighted mean F1 over the classes that occur as a true label or a prediction (as sklearn does)."""
-    confusion = np.asarray(confusion, dtype=np.float64)
-    tp = np.diag(confusion)
-    true_n, pred_n = confusion.sum(axis=1), confusion.sum(axis=0)
-    present = (true_n + pred_n) > 0
-    if not present.any():
+    """Unweighted mean F1 over the classes that occur as a true label or a prediction: sklearn's macro F1.
+
+    sklearn's `f1_score` reads labels, not a confusion matrix: each non-empty cell (true i, predicted j)
+    is passed once, weighted by its count, which is the same as passing every sample.
+    """
+    from sklearn.metrics import f1_score
+
+    confusion = np.asarray(confusion)
+    true, predicted = np.nonzero(confusion)
+    if not len(true):
         return float("nan")
-    # F1 = 2 tp / (|true| + |pred|); a present class with tp = 0 scores 0
-    f1 = 2 * tp[present] / (true_n[present] + pred_n[present])
-    return float(f1.mean())
+    return float(f1_score(true, predicted, average="macro", sample_weight=confusion[true, predicted], zero_division=0))
 
 
 def classification_summary(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict:
@@ -319,7 +322,13 @@ def _dense_ids(y: np.ndarray) -> np.ndarray:
 
 
 def discrete_mutual_info(a: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Mutual information (nats) between each column of discrete (N, D) `a` and discrete (N,) `y`: shape (D,)."""
+    """Mutual information (nats) between each column of discrete (N, D) `a` and discrete (N,) `y`: shape (D,).
+
+    Hand-written because it is measured faster at the same result: sklearn's `mutual_info_score` takes
+    one column per call; on N = 10000 points and D = 256 (1024) dims it takes 0.68 s (4.7 s) per factor,
+    this one bincount over all columns 0.03 s (0.18 s), and the two agree to 1e-15 nats
+    (tests/test_metrics.py checks the agreement; benchmarks/metrics.py measures both).
+    """
     a = np.asarray(a, dtype=np.int64)
     a = a - a.min(axis=0, keepdims=True)
     y = _dense_ids(y)
@@ -336,8 +345,9 @@ def discrete_mutual_info(a: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def discrete_entropy(y: np.ndarray) -> float:
     """Entropy (nats) of a discrete label array."""
-    p = np.bincount(_dense_ids(y)) / len(y)
-    return float(-(p * np.log(p)).sum())
+    from scipy.stats import entropy
+
+    return float(entropy(np.bincount(_dense_ids(y))))
 
 
 def _concat(codes: Mapping[str, np.ndarray], names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
@@ -386,11 +396,12 @@ def mig(
 
 def _normalised_entropy(p: np.ndarray, axis: int) -> np.ndarray:
     """Entropy of distributions along `axis`, in base = their length (so 0..1); length 1 gives 0."""
+    from scipy.stats import entropy
+
     k = p.shape[axis]
-    p = p + 1e-11  # as disentanglement_lib: an all-zero row becomes uniform
-    p = p / p.sum(axis=axis, keepdims=True)
-    h = -(p * np.log(p)).sum(axis=axis)
-    return h / np.log(k) if k > 1 else np.zeros_like(h)
+    if k == 1:
+        return np.zeros(np.delete(p.shape, axis))
+    return entropy(p + 1e-11, base=k, axis=axis)  # + 1e-11 as disentanglement_lib: an all-zero row becomes uniform
 
 
 def dci_scores(importance: np.ndarray) -> dict:
@@ -409,10 +420,19 @@ def dci_scores(importance: np.ndarray) -> dict:
     }
 
 
-def _pca_fit(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    mean = x.mean(axis=0)
-    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-    return mean, vt[:k].T
+def _pca(x: np.ndarray, k: int):
+    """sklearn's PCA with the leading min(k, N, D) components of (N, D) `x`, fitted on `x`.
+
+    Exact solvers only (the default 'auto' may pick the randomized one): the eigenvectors of the
+    covariance when N >= D (3x faster than the SVD on 2000 x 512 and 3000 x 1024), else the full SVD.
+    sklearn also fixes each component's sign (the former `np.linalg.svd` left it to LAPACK), so
+    projections are the same on every machine.
+    """
+    from sklearn.decomposition import PCA
+
+    solver = "covariance_eigh" if x.shape[0] >= x.shape[1] else "full"
+    with np.errstate(divide="ignore", invalid="ignore"):  # one point: its explained variance is 0 / 0
+        return PCA(min(k, *x.shape), svd_solver=solver).fit(x)
 
 
 def dci(
@@ -452,8 +472,8 @@ def dci(
     for name in names:
         xtr, xte = _flat(train_codes[name])[train_idx], _flat(test_codes[name])[test_idx]
         if xtr.shape[1] > max_dims_per_code:
-            mean, basis = _pca_fit(xtr, max_dims_per_code)
-            xtr, xte = (xtr - mean) @ basis, (xte - mean) @ basis
+            pca = _pca(xtr, max_dims_per_code)
+            xtr, xte = pca.transform(xtr), pca.transform(xte)
         train_parts.append(xtr)
         test_parts.append(xte)
         owner += [name] * xtr.shape[1]
@@ -512,8 +532,7 @@ def project_2d(
     idx = np.sort(np.random.default_rng(seed).permutation(len(x))[:max_points])
     x = x[idx]
     if method == "pca":
-        mean, basis = _pca_fit(x, 2)
-        points = (x - mean) @ basis
+        points = _pca(x, 2).transform(x)
         if points.shape[1] < 2:  # a 1-dim code: pad so every projection is (n, 2)
             points = np.pad(points, ((0, 0), (0, 2 - points.shape[1])))
         return points, idx
@@ -522,8 +541,7 @@ def project_2d(
 
         init = min(50, x.shape[1])
         if x.shape[1] > init:  # t-SNE on the leading components is the usual, much faster practice
-            mean, basis = _pca_fit(x, init)
-            x = (x - mean) @ basis
+            x = _pca(x, init).transform(x)
         perplexity = float(min(30, max(2, (len(x) - 1) / 3)))
         return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x), idx
     raise FactorlabError(f"unknown projection method {method!r}: choose 'pca' or 'tsne'")

@@ -16,12 +16,12 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def roc_auc(positive: np.ndarray, negative: np.ndarray) -> float:
-    """P(a positive score > a negative score), ties counting half (the area under the ROC curve)."""
-    negative = np.sort(np.asarray(negative, dtype=np.float64))
-    positive = np.asarray(positive, dtype=np.float64)
-    below = np.searchsorted(negative, positive, side="left")  # negatives strictly below each positive
-    tied = np.searchsorted(negative, positive, side="right") - below
-    return float((below + 0.5 * tied).sum() / (len(positive) * len(negative)))
+    """P(a positive score > a negative score), ties counting half (the area under the ROC curve): sklearn's."""
+    from sklearn.metrics import roc_auc_score
+
+    positive, negative = np.ravel(positive), np.ravel(negative)
+    truth = np.concatenate([np.ones(len(positive)), np.zeros(len(negative))])
+    return float(roc_auc_score(truth, np.concatenate([positive, negative]).astype(np.float64)))
 
 
 def verification_pairs(identity: np.ndarray, pairs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
