@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import math
 
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, autograd, nn
 
+from factorlab.builtins.parts import GRLConfig, UniformConfig  # their options live with their registration
 from factorlab.heads import mlp_classifier
 from factorlab.losses import adversary_loss, uniform_confusion
-from factorlab.recipe import Size
 
 
 class _GradReverse(autograd.Function):
@@ -107,25 +106,6 @@ class GRLAdversary(Adversary):
         return f"gamma={self.gamma}"
 
 
-class UniformConfig(BaseModel):
-    """Options of the `uniform` adversary."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    hidden: list[Size] = Field(
-        default_factory=list, description="Hidden layer sizes of the classifier; empty = linear (the paper's C_adv)."
-    )
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout in the classifier.")
-
-
-class GRLConfig(UniformConfig):
-    """Options of the `grl` adversary."""
-
-    gamma: float = Field(
-        10.0, ge=0.0, description="Steepness of the DANN ramp lambda = 2 / (1 + exp(-gamma * progress)) - 1."
-    )
-
-
 def uniform(config: UniformConfig, *, in_features: int, num_classes: int) -> UniformAdversary:
     """The paper's adversary: encoder trained towards a uniform prediction (L_adv_En, eq. 2)."""
     return UniformAdversary(mlp_classifier(in_features, num_classes, config.hidden, config.dropout))
@@ -135,15 +115,3 @@ def grl(config: GRLConfig, *, in_features: int, num_classes: int) -> GRLAdversar
     """Gradient reversal (DANN) with the ramp 2 / (1 + exp(-gamma p)) - 1."""
     classifier = mlp_classifier(in_features, num_classes, config.hidden, config.dropout)
     return GRLAdversary(classifier, gamma=config.gamma)
-
-
-KIND = "adversaries"
-PARTS = [
-    (
-        "uniform",
-        uniform,
-        UniformConfig,
-        "The paper's adversary: encoder pushed to a uniform prediction (cross-entropy to uniform, eq. 2).",
-    ),
-    ("grl", grl, GRLConfig, "Gradient reversal (DANN) with the ramp lambda = 2/(1+exp(-gamma p)) - 1."),
-]

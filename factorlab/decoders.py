@@ -11,13 +11,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from factorlab.builtins.parts import Deconv6Config, Five  # their options live with their registration
 from factorlab.errors import RecipeError
-from factorlab.recipe import Size
-
-Five = tuple[Size, Size, Size, Size, Size]
 
 
 def concat_codes(codes: Sequence[Tensor]) -> Tensor:
@@ -31,18 +28,6 @@ def concat_codes(codes: Sequence[Tensor]) -> Tensor:
         )
     h, w = sizes.pop() if sizes else (1, 1)
     return torch.cat([m.expand(-1, -1, h, w) for m in maps], dim=1)
-
-
-class Deconv6Config(BaseModel):
-    """Options of the `deconv6` decoder."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    widths: Five = Field(
-        (256, 128, 64, 32, 16),
-        description="Output channels of the first five deconv layers; the sixth outputs the 3 image channels.",
-    )
-    negative_slope: float = Field(0.2, ge=0.0, description="Slope of the leaky ReLUs for negative inputs.")
 
 
 class Deconv6(nn.Module):
@@ -86,14 +71,3 @@ def deconv6(config: Deconv6Config, *, in_shape: tuple[int, ...], image_size: int
         raise RecipeError(f"decoder deconv6 takes codes of shape (C,) or (C, H, W), got {tuple(in_shape)}")
     hw = (1, 1) if len(in_shape) == 1 else (in_shape[1], in_shape[2])
     return Deconv6(in_shape[0], hw, image_size, config.widths, config.negative_slope)
-
-
-KIND = "decoders"
-PARTS = [
-    (
-        "deconv6",
-        deconv6,
-        Deconv6Config,
-        "Six transposed convolutions with leaky ReLU, sigmoid last (the paper's De); output at the input size.",
-    ),
-]

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from factorlab.recipe import Size
+from factorlab.builtins.parts import LinearHeadConfig, MLPHeadConfig  # their options live with their registration
 
 
 def mlp_classifier(
@@ -25,23 +24,6 @@ def mlp_classifier(
     return nn.Sequential(*layers)
 
 
-class LinearHeadConfig(BaseModel):
-    """Options of the `linear` head."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the code before the linear layer (paper: 0).")
-
-
-class MLPHeadConfig(BaseModel):
-    """Options of the `mlp` head."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    hidden: list[Size] = Field(default_factory=lambda: [256], description="Sizes of the hidden layers (ReLU).")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout after each hidden layer.")
-
-
 def linear(config: LinearHeadConfig, *, in_features: int, num_classes: int) -> nn.Sequential:
     """Flatten + one linear layer (the paper's C_exp)."""
     return mlp_classifier(in_features, num_classes, (), config.dropout)
@@ -50,10 +32,3 @@ def linear(config: LinearHeadConfig, *, in_features: int, num_classes: int) -> n
 def mlp(config: MLPHeadConfig, *, in_features: int, num_classes: int) -> nn.Sequential:
     """Flatten + a multi-layer perceptron."""
     return mlp_classifier(in_features, num_classes, config.hidden, config.dropout)
-
-
-KIND = "heads"
-PARTS = [
-    ("linear", linear, LinearHeadConfig, "Flatten + one linear layer (the paper's C_exp)."),
-    ("mlp", mlp, MLPHeadConfig, "Flatten + a multi-layer perceptron with ReLU."),
-]

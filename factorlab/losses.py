@@ -18,10 +18,9 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-Reduction = Literal["mean", "image_sum"]
+from factorlab.builtins.parts import ReconstructionConfig, Reduction  # their options live with their registration
 
 
 def _log_softmax32(logits: Tensor) -> Tensor:
@@ -102,18 +101,6 @@ class ReconstructionLoss(nn.Module):
         return f"kind={self.kind!r}, reduction={self.reduction!r}"
 
 
-class ReconstructionConfig(BaseModel):
-    """Options of a reconstruction loss."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    reduction: Reduction = Field(
-        "mean",
-        description="'mean': average over every pixel and channel (independent of image size); "
-        "'image_sum': sum over each image, averaged over the batch (the paper's literal ||x - x'||^2).",
-    )
-
-
 def l2(config: ReconstructionConfig) -> ReconstructionLoss:
     """Squared error (the paper's L_r)."""
     return ReconstructionLoss("l2", config.reduction)
@@ -122,10 +109,3 @@ def l2(config: ReconstructionConfig) -> ReconstructionLoss:
 def l1(config: ReconstructionConfig) -> ReconstructionLoss:
     """Absolute error."""
     return ReconstructionLoss("l1", config.reduction)
-
-
-KIND = "losses"
-PARTS = [
-    ("l2", l2, ReconstructionConfig, "Squared error between image and reconstruction (the paper's L_r)."),
-    ("l1", l1, ReconstructionConfig, "Absolute error between image and reconstruction."),
-]

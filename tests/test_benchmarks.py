@@ -136,6 +136,13 @@ def test_predict_smoke_times_predict_bare_and_onnx_runtime() -> None:
         assert 0 < low <= median <= high
 
 
+def test_cli_startup_benchmark_runs_and_no_command_imports_torch() -> None:
+    table = _run("benchmarks/cli_startup.py", "--smoke")
+    rows = _rows(table, "`factorlab")
+    assert len(rows) == 4
+    assert all(row[-1] == "no" for row in rows), table
+
+
 def test_metrics_benchmark_libraries_agree_with_the_former_hand_written_versions() -> None:
     table = _run("benchmarks/metrics.py", "--smoke")
     rows = {row[0] + " " + row[3]: row for row in _rows(table, "") if row[0] not in ("function", "---")}

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from factorlab.losses import (
-    PARTS,
     AdversaryLoss,
     ClassificationLoss,
     ReconstructionConfig,
@@ -24,6 +23,7 @@ from factorlab.losses import (
     reconstruction_loss,
     uniform_confusion,
 )
+from factorlab.plugins import get_host
 
 # unit roundoff of each input dtype: rounding a logit x to it moves x by at most u*|x|
 UNIT_ROUNDOFF = {torch.float32: 2.0**-24, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
@@ -227,13 +227,13 @@ def test_reconstruction_loss_rejects_unknown_kind() -> None:
 
 
 def test_registered_losses_build_from_their_config() -> None:
-    names = {name for name, *_ in PARTS}
-    assert names == {"l1", "l2"}
+    registry = get_host().registry("losses")
+    assert {"l1", "l2"} <= set(registry.names())
     x, x_hat = torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.5)
-    built = {name: factory(config.model_validate({})) for name, factory, config, _ in PARTS}
+    built = {name: registry.get(name).factory(registry.get(name).config.model_validate({})) for name in ("l1", "l2")}
     assert float(built["l2"](x, x_hat)) == pytest.approx(0.25)
     assert float(built["l1"](x, x_hat)) == pytest.approx(0.5)
-    summed = dict((n, f) for n, f, *_ in PARTS)["l2"](ReconstructionConfig(reduction="image_sum"))
+    summed = registry.get("l2").factory(ReconstructionConfig(reduction="image_sum"))
     assert float(summed(x, x_hat)) == pytest.approx(0.25 * 48)
 
 

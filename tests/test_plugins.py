@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,17 +73,34 @@ def _plugins_json(env: dict[str, str]) -> dict[str, dict]:
     return {info["name"]: info for info in json.loads(result.stdout)}
 
 
+CORE = ("core.encoders", "core.parts", "core.datasets", "core.metrics", "core.commands")
+
+
 def test_builtin_and_bundled_plugins_load_with_what_they_register() -> None:
     infos = _plugins_json({})
-    assert {"core", "expression", "identity"} <= set(infos)
-    assert all(infos[n]["status"] == "loaded" for n in ("core", "expression", "identity"))
+    assert {*CORE, "expression", "identity"} <= set(infos)
+    assert all(infos[n]["status"] == "loaded" for n in (*CORE, "expression", "identity"))
     assert infos["expression"]["registered"]["factors"] == ["expression"]
     assert infos["identity"]["registered"]["factors"] == ["identity"]
-    core = infos["core"]["registered"]
-    assert (
-        "inception_resnet_v1" in core["encoders"] and "conv4" in core["branches"] and "synthfaces" in core["datasets"]
+    assert "inception_resnet_v1" in infos["core.encoders"]["registered"]["encoders"]
+    assert "conv4" in infos["core.parts"]["registered"]["branches"]
+    assert "synthfaces" in infos["core.datasets"]["registered"]["datasets"]
+    assert "run" in infos["core.commands"]["registered"]["commands"]
+    assert {"probes", "dci"} <= set(infos["core.metrics"]["registered"]["metrics"])
+
+
+def test_a_built_in_plugin_can_be_disabled_like_any_other() -> None:
+    infos = _plugins_json({"FACTORLAB_DISABLE_PLUGINS": "core.metrics"})
+    assert infos["core.metrics"]["status"] == "disabled" and infos["core.parts"]["status"] == "loaded"
+
+
+def test_listing_parts_imports_no_torch() -> None:
+    code = "import sys\nfrom factorlab.cli import main\nmain(['ls'])\nprint(sorted(m for m in ('torch', 'timm', 'facenet_pytorch', 'sklearn') if m in sys.modules), file=sys.stderr)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}
     )
-    assert "run" in core["commands"]
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "[]"
 
 
 def test_third_party_distribution_is_discovered_and_usable_from_a_recipe(tmp_path: Path) -> None:
@@ -112,7 +131,7 @@ def test_broken_plugin_is_reported_by_name_and_the_rest_still_load(tmp_path: Pat
     )
     infos = {info["name"]: info for info in json.loads(result.stdout)}
     assert infos["factorlab-broken"]["status"] == "failed"
-    assert infos["core"]["status"] == infos["expression"]["status"] == "loaded"
+    assert infos["core.parts"]["status"] == infos["expression"]["status"] == "loaded"
 
 
 def test_duplicate_name_is_an_error_naming_both_plugins(tmp_path: Path) -> None:
@@ -120,7 +139,7 @@ def test_duplicate_name_is_an_error_naming_both_plugins(tmp_path: Path) -> None:
     result = run_cli("plugins", env=_env(site))
     assert result.returncode == 2
     message = " ".join(result.stderr.split())
-    assert "duplicate branch name 'conv4': registered by plugin 'core' and by plugin 'factorlab-dup'" in message
+    assert "duplicate branch name 'conv4': registered by plugin 'core.parts' and by plugin 'factorlab-dup'" in message
     assert "Traceback" not in result.stderr
 
 
@@ -178,3 +197,91 @@ def test_two_distributions_claiming_one_plugin_name_is_an_error(tmp_path: Path) 
     assert result.returncode == 2 and "Traceback" not in result.stderr
     message = " ".join(result.stderr.split())
     assert "two plugins are named 'expression'" in message and "factorlab_one (factorlab-one)" in message
+
+
+# A plugin written against 0.1, as people wrote them from the 0.1 docs: internal import paths, an
+# Adversary subclass with only `encoder_loss`, a FactorDataset subclass, plain register() calls.
+PLUGIN_0_1 = """
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+import factorlab
+from factorlab.adversaries import Adversary
+from factorlab.data.base import FactorDataset
+from factorlab.losses import uniform_confusion
+
+
+class OldAdversary(Adversary):
+    def encoder_loss(self, code, target, progress):
+        return uniform_confusion(self(code))
+
+
+def old_adversary(config, *, in_features, num_classes):
+    return OldAdversary(torch.nn.Linear(in_features, num_classes))
+
+
+class StripesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n: int = 64
+
+
+class Stripes(FactorDataset):
+    def __init__(self, n, split, size):
+        rng = np.random.default_rng({"train": 0, "val": 1, "test": 2}[split])
+        self.expression = rng.integers(0, 8, n)
+        self.size = size
+        self.classes = {"expression": ["neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt"]}
+
+    def __len__(self):
+        return len(self.expression)
+
+    def image(self, index):
+        image = np.zeros((self.size, self.size, 3), dtype=np.uint8)
+        image[:, : 4 * (1 + self.expression[index])] = 255
+        return image
+
+    def labels(self, factor):
+        return self.expression
+
+
+def stripes(config, *, split, image_size, factors):
+    return Stripes(config.n, split, image_size)
+
+
+@factorlab.hookimpl
+def factorlab_register_adversaries(register):
+    register("old_uniform", old_adversary, description="a 0.1 adversary")
+
+
+@factorlab.hookimpl
+def factorlab_register_datasets(register):
+    register("stripes", stripes, config=StripesConfig, description="a 0.1 data set")
+"""
+
+
+def test_a_plugin_written_against_0_1_still_loads_and_trains(tmp_path: Path) -> None:
+    site = write_plugin_distribution(tmp_path / "site", "factorlab-old", "factorlab_old", PLUGIN_0_1, entry="old")
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    text = QUICKSTART.read_text(encoding="utf-8")
+    recipe = tmp_path / "old.toml"
+    recipe.write_text(
+        text.replace(
+            text[text.index("[data]") : text.index("[encoder]")], '[data]\ndataset = "stripes"\nimage_size = 32\n\n'
+        ),
+        encoding="utf-8",
+    )
+    result = run_cli(
+        "run",
+        str(recipe),
+        "adversaries.0.type=old_uniform",
+        "run.epochs=1",
+        "run.batch_size=16",
+        f"run.output={tmp_path / 'runs'}",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    (rundir,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((rundir / "summary.json").read_text())
+    assert "adversary/expression/nonexp/accuracy" in summary["splits"]["test"]  # its classifier was trained
+    assert "Traceback" not in result.stderr

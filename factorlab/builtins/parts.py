@@ -2,11 +2,117 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
 from factorlab.hookspecs import Register, hookimpl
+from factorlab.recipe import Size
+
+# The parts' options models live here, beside their registration and free of torch, so that `factorlab
+# validate` and `ls` never import torch; the parts themselves (factorlab.branches, ...) import them.
+Four = tuple[Size, Size, Size, Size]
+Five = tuple[Size, Size, Size, Size, Size]
+Reduction = Literal["mean", "image_sum"]
 
 
-def _refs(module: str, factory: str, config: str) -> tuple[str, str]:
-    return f"factorlab.{module}:{factory}", f"factorlab.{module}:{config}"
+class ReconstructionConfig(BaseModel):
+    """Options of a reconstruction loss."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reduction: Reduction = Field(
+        "mean",
+        description="'mean': average over every pixel and channel (independent of image size); "
+        "'image_sum': sum over each image, averaged over the batch (the paper's literal ||x - x'||^2).",
+    )
+
+
+class Deconv6Config(BaseModel):
+    """Options of the `deconv6` decoder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    widths: Five = Field(
+        (256, 128, 64, 32, 16),
+        description="Output channels of the first five deconv layers; the sixth outputs the 3 image channels.",
+    )
+    negative_slope: float = Field(0.2, ge=0.0, description="Slope of the leaky ReLUs for negative inputs.")
+
+
+class UniformConfig(BaseModel):
+    """Options of the `uniform` adversary."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden: list[Size] = Field(
+        default_factory=list, description="Hidden layer sizes of the classifier; empty = linear (the paper's C_adv)."
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout in the classifier.")
+
+
+class GRLConfig(UniformConfig):
+    """Options of the `grl` adversary."""
+
+    gamma: float = Field(
+        10.0, ge=0.0, description="Steepness of the DANN ramp lambda = 2 / (1 + exp(-gamma * progress)) - 1."
+    )
+
+
+class LinearHeadConfig(BaseModel):
+    """Options of the `linear` head."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the code before the linear layer (paper: 0).")
+
+
+class MLPHeadConfig(BaseModel):
+    """Options of the `mlp` head."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden: list[Size] = Field(default_factory=lambda: [256], description="Sizes of the hidden layers (ReLU).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout after each hidden layer.")
+
+
+class Conv4Config(BaseModel):
+    """Options of the `conv4` branch.
+
+    Defaults: on the paper's trunk (Inception-ResNet-V1 cut at repeat_2, 896x8x8 at 160x160) the strides
+    1, 2, 1, 2 halve the map twice, 8 -> 4 -> 2, and the widths narrow 896 channels to 128, so the code is
+    128x2x2 = 512 values: the size of the trunk's own face embedding, at 3.1M parameters per branch.
+    On small_cnn at 64x64 (256x4x4) the same branch gives a 128x1x1 code.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    widths: Four = Field((256, 256, 128, 128), description="Output channels of the four conv layers.")
+    strides: Four = Field((1, 2, 1, 2), description="Strides of the four conv layers.")
+    kernel_size: int = Field(3, ge=1, description="Kernel size of every conv layer; padding is kernel_size // 2.")
+    negative_slope: float = Field(
+        0.2,
+        ge=0.0,
+        description="Slope of the leaky ReLUs for negative inputs (paper: unstated; tf.nn.leaky_relu's 0.2).",
+    )
+
+
+class MLPBranchConfig(BaseModel):
+    """Options of the `mlp` branch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden: list[Size] = Field(default_factory=lambda: [512], description="Sizes of the hidden layers.")
+    out_features: int = Field(256, ge=1, description="Size of the code.")
+    negative_slope: float = Field(0.2, ge=0.0, description="Slope of the leaky ReLUs for negative inputs.")
+
+
+class IdentityConfig(BaseModel):
+    """Options of the `identity` branch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flatten: bool = Field(False, description="Flatten the features to (B, C*H*W) instead of passing them as they are.")
 
 
 @hookimpl
@@ -15,43 +121,39 @@ def factorlab_register_branches(register: Register) -> None:
         (
             "conv4",
             "conv4",
-            "Conv4Config",
+            Conv4Config,
             "Four conv layers, each followed by a leaky ReLU (the paper's B_exp / B_non-exp).",
         ),
-        ("mlp", "mlp", "MLPBranchConfig", "Flatten + linear layers with leaky ReLU."),
-        ("identity", "identity", "IdentityConfig", "The encoder's features, unchanged (or flattened), are the code."),
+        ("mlp", "mlp", MLPBranchConfig, "Flatten + linear layers with leaky ReLU."),
+        ("identity", "identity", IdentityConfig, "The encoder's features, unchanged (or flattened), are the code."),
     ]:
-        target, options = _refs("branches", factory, config)
-        register(name, target, config=options, description=description)
+        register(name, f"factorlab.branches:{factory}", config=config, description=description)
 
 
 @hookimpl
 def factorlab_register_heads(register: Register) -> None:
     for name, config, description in [
-        ("linear", "LinearHeadConfig", "Flatten + one linear layer (the paper's C_exp)."),
-        ("mlp", "MLPHeadConfig", "Flatten + a multi-layer perceptron with ReLU."),
+        ("linear", LinearHeadConfig, "Flatten + one linear layer (the paper's C_exp)."),
+        ("mlp", MLPHeadConfig, "Flatten + a multi-layer perceptron with ReLU."),
     ]:
-        target, options = _refs("heads", name, config)
-        register(name, target, config=options, description=description)
+        register(name, f"factorlab.heads:{name}", config=config, description=description)
 
 
 @hookimpl
 def factorlab_register_adversaries(register: Register) -> None:
     for name, config, description in [
-        ("uniform", "UniformConfig", "The paper's adversary: encoder pushed to a uniform prediction (eq. 2)."),
-        ("grl", "GRLConfig", "Gradient reversal (DANN) with the ramp lambda = 2/(1+exp(-gamma p)) - 1."),
+        ("uniform", UniformConfig, "The paper's adversary: encoder pushed to a uniform prediction (eq. 2)."),
+        ("grl", GRLConfig, "Gradient reversal (DANN) with the ramp lambda = 2/(1+exp(-gamma p)) - 1."),
     ]:
-        target, options = _refs("adversaries", name, config)
-        register(name, target, config=options, description=description)
+        register(name, f"factorlab.adversaries:{name}", config=config, description=description)
 
 
 @hookimpl
 def factorlab_register_decoders(register: Register) -> None:
-    target, options = _refs("decoders", "deconv6", "Deconv6Config")
     register(
         "deconv6",
-        target,
-        config=options,
+        "factorlab.decoders:deconv6",
+        config=Deconv6Config,
         description="Six transposed convolutions with leaky ReLU, sigmoid last (the paper's De).",
     )
 
@@ -62,5 +164,4 @@ def factorlab_register_losses(register: Register) -> None:
         ("l2", "Squared error between image and reconstruction (the paper's L_r)."),
         ("l1", "Absolute error between image and reconstruction."),
     ]:
-        target, options = _refs("losses", name, "ReconstructionConfig")
-        register(name, target, config=options, description=description)
+        register(name, f"factorlab.losses:{name}", config=ReconstructionConfig, description=description)

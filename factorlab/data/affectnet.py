@@ -187,4 +187,3 @@ def scan_npy(config: AffectNetConfig, part: str, name: str, problems: Problems, 
 SOURCE = Source("affectnet", AffectNetConfig, scan, "AffectNet (8 expressions; both releases)")
 
 build = SOURCE.build
-DATASET = SOURCE.registration()

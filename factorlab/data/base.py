@@ -19,20 +19,24 @@ held-out subjects apart (verification, probes) while no classifier is trained or
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from factorlab.errors import DataError
 
+if TYPE_CHECKING:
+    import torch
 
-class FactorDataset(Dataset):
-    """Images with integer labels for one or more factors.
+
+class FactorDataset:
+    """Images with integer labels for one or more factors: a map-style data set torch's DataLoader reads.
 
     `__getitem__(i)` returns `{"image": uint8 tensor (3, H, W), "<factor>": int, ...}`.
     Subclasses set `classes` (factor -> class names in label-id order) and implement
-    `__len__`, `image(i)` and `labels(factor)`.
+    `__len__`, `image(i)` and `labels(factor)`; a data set that keeps ground truth (e.g. SynthFaces'
+    continuous yaw) returns it from `ground_truth()`, from which factors may derive their own labels.
+    (It does not subclass torch's `Dataset`, so that listing and validating data sets never imports torch.)
     """
 
     classes: dict[str, list[str]]
@@ -50,7 +54,13 @@ class FactorDataset(Dataset):
         """All labels of `factor` as an int64 array of length len(self), without decoding images."""
         raise NotImplementedError
 
+    def ground_truth(self) -> dict[str, np.ndarray]:
+        """Ground-truth values per sample (key -> array of length len(self)); none by default."""
+        return {}
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        import torch
+
         image = torch.from_numpy(np.ascontiguousarray(self.image(index))).permute(2, 0, 1)
         item: dict[str, torch.Tensor | int] = {"image": image}
         for factor in self.classes:

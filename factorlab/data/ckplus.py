@@ -126,4 +126,3 @@ def select(config: CKPlusConfig, table: Table, split: str) -> np.ndarray:
 SOURCE = Source("ckplus", CKPlusConfig, scan, "CK+ (expression + identity; subject-independent folds)", select=select)
 
 build = SOURCE.build
-DATASET = SOURCE.registration()

@@ -81,4 +81,3 @@ SOURCE = Source(
 )
 
 build = SOURCE.build
-DATASET = SOURCE.registration()

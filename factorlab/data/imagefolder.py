@@ -101,4 +101,3 @@ SOURCE = Source(
 )
 
 build = SOURCE.build
-DATASET = SOURCE.registration()

@@ -44,7 +44,7 @@ class DerivedLabels(FactorDataset):
     """A data set plus labels that factors derive from its ground truth (same samples, same order)."""
 
     def __init__(self, base: FactorDataset, factors: dict[str, Factor], name: str = "data set") -> None:
-        truth = base.ground_truth() if hasattr(base, "ground_truth") else {}
+        truth = base.ground_truth()
         self.base = base
         self.classes = {k: v for k, v in base.classes.items() if k not in factors}
         self._derived: dict[str, np.ndarray] = {}

@@ -82,4 +82,3 @@ def scan(config: RAFDBConfig) -> Scan:
 SOURCE = Source("rafdb", RAFDBConfig, scan, "RAF-DB basic (7 expressions)")
 
 build = SOURCE.build
-DATASET = SOURCE.registration()

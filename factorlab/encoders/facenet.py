@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from factorlab.builtins.encoders import InceptionResnetV1Config  # their options live with their registration
 from factorlab.errors import RecipeError
-
-Cut = Literal["conv2d_4b", "repeat_1", "mixed_6a", "repeat_2", "mixed_7a", "repeat_3", "block8"]
 
 # InceptionResnetV1's layers in forward order, up to the last one with a spatial output
 LAYERS = (
@@ -56,32 +53,6 @@ _RESIZING = {
     "mixed_6a": (3, 2, 0),
     "mixed_7a": (3, 2, 0),
 }
-
-
-class InceptionResnetV1Config(BaseModel):
-    """Options of the `inception_resnet_v1` encoder."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    weights: str = Field(
-        "vggface2",
-        description="'vggface2' (the paper), 'casia-webface', a path to a local weights file, or 'none' "
-        "(random initialisation). See the weights guide for getting them offline.",
-    )
-    cut: Cut = Field(
-        "repeat_2",
-        description="Last layer of the trunk; later layers are dropped. At 160x160 the features are "
-        "256x17x17 (conv2d_4b, repeat_1), 896x8x8 (mixed_6a, repeat_2), 1792x3x3 (mixed_7a, repeat_3, block8).",
-    )
-    freeze_bn: bool | Literal["auto"] = Field(
-        "auto",
-        description="Keep the trunk's BatchNorm layers in eval mode during training, so their running "
-        "statistics stay the pretrained ones (their scale and shift still train). 'auto': true when "
-        "weights are loaded or the trunk is frozen, false for weights='none'.",
-    )
-    freeze: bool = Field(
-        False, description="Freeze the trunk: its parameters get no gradient (a fixed feature extractor)."
-    )
 
 
 def feature_size(image_size: int, cut: str) -> int:
@@ -160,13 +131,3 @@ def inception_resnet_v1(config: InceptionResnetV1Config, *, image_size: int) -> 
     freeze_bn = (config.weights != "none" or config.freeze) if config.freeze_bn == "auto" else config.freeze_bn
     encoder = InceptionResnetV1Encoder(trunk, freeze_bn=freeze_bn, freeze=config.freeze)
     return encoder.train()
-
-
-PARTS = [
-    (
-        "inception_resnet_v1",
-        inception_resnet_v1,
-        InceptionResnetV1Config,
-        "facenet-pytorch's Inception-ResNet-V1 (VGGFace2 / CASIA-WebFace weights), truncated at a layer.",
-    ),
-]

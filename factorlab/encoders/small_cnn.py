@@ -2,30 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from factorlab.recipe import Size
-
-
-class SmallCNNConfig(BaseModel):
-    """Options of the `small_cnn` encoder."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    widths: list[Size] = Field(
-        default_factory=lambda: [32, 64, 128, 256],
-        min_length=1,
-        description="Output channels of each stage; each stage is a stride-2 3x3 conv, a norm layer and ReLU, "
-        "so the feature map is image_size / 2**len(widths) (64x64 -> 256x4x4 by default).",
-    )
-    norm: Literal["batch", "group", "none"] = Field(
-        "batch",
-        description="Normalisation after each conv: 'batch' (BatchNorm), 'group' (GroupNorm, 8 groups: "
-        "independent of the batch, so a distributed run computes exactly what one process would), or 'none'.",
-    )
+from factorlab.builtins.encoders import SmallCNNConfig  # their options live with their registration
 
 
 class SmallCNN(nn.Module):
@@ -53,8 +32,3 @@ class SmallCNN(nn.Module):
 def small_cnn(config: SmallCNNConfig, *, image_size: int) -> SmallCNN:
     """A few stride-2 conv + BatchNorm + ReLU stages."""
     return SmallCNN(config.widths, config.norm)
-
-
-PARTS = [
-    ("small_cnn", small_cnn, SmallCNNConfig, "A small fast CNN (stride-2 conv, BatchNorm, ReLU stages) for tests."),
-]

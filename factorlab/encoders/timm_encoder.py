@@ -7,32 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from factorlab.builtins.encoders import TimmConfig  # their options live with their registration
 from factorlab.errors import RecipeError, UnknownNameError
-
-
-class TimmConfig(BaseModel):
-    """Options of the `timm` encoder."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field("resnet18", description="A timm model name (`timm.list_models()`), e.g. 'resnet18'.")
-    out_index: int = Field(
-        -1,
-        description="Which feature stage to return (timm's `out_indices`, one index; negative counts from "
-        "the deepest stage, -1 is the last).",
-    )
-    weights: str = Field(
-        "none",
-        description="'none' (random initialisation), 'timm' (timm's pretrained weights: downloaded, or read from "
-        "the Hugging Face cache when offline), or a path to a local weights file for this model.",
-    )
-    kwargs: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Extra keyword arguments for `timm.create_model`, e.g. {img_size = 64} for a ViT.",
-    )
 
 
 class TimmEncoder(nn.Module):
@@ -78,8 +56,3 @@ def timm_encoder(config: TimmConfig, *, image_size: int) -> TimmEncoder:
     )
     cfg = model.pretrained_cfg
     return TimmEncoder(model, cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225)))
-
-
-PARTS = [
-    ("timm", timm_encoder, TimmConfig, "Any timm model as a feature extractor (features_only)."),
-]

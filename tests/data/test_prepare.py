@@ -232,8 +232,12 @@ def test_cli_prepares_a_ckplus_tree(tmp_path):
 
 
 def test_cli_errors_name_the_problem(tmp_path):
-    with pytest.raises(UnknownNameError, match="prepare knows no data set 'affectnett'; choose one of affectnet"):
+    with pytest.raises(UnknownNameError, match="unknown data set 'affectnett'. Did you mean 'affectnet'?"):
         run_cli(["affectnett", "--root", str(tmp_path)])
+    with pytest.raises(
+        DataError, match="data set 'synthfaces' .* cannot be prepared: its registration names no `source`"
+    ):
+        run_cli(["synthfaces", "--root", str(tmp_path)])
     with pytest.raises(
         RecipeError, match="options of data set 'ckplus' are not valid:\n  folds: .*greater than or equal to 2"
     ):

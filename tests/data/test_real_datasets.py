@@ -17,6 +17,7 @@ from factorlab.data.base import FactorDataset, labels_for_evaluation
 from factorlab.data.records import read_image
 from factorlab.data.sampling import FaceAugment, epoch_order
 from factorlab.errors import DataError
+from factorlab.plugins import get_host
 from factorlab.testing.layouts import (
     CK_SUBJECTS,
     EXPRESSION_8,
@@ -71,13 +72,16 @@ def test_every_mapping_lands_on_the_expression_plugins_canonical_names():
         assert len(set(table.values())) == len(table)  # no two native ids collapse onto one class
 
 
-def test_every_module_exposes_its_registration_tuple():
+def test_every_real_data_set_is_registered_with_its_source():
+    registry = get_host().registry("datasets")
     for module in MODULES:
-        name, build, config, description = module.DATASET
-        assert name == module.SOURCE.name and build == module.build and description
+        entry = registry.get(module.SOURCE.name)
+        assert entry.plugin == "core.datasets" and entry.factory == module.build and entry.description
+        assert entry.meta["source"] == f"{module.__name__}:SOURCE" and entry.config is module.SOURCE.config
+        config = entry.config
         assert config.model_config["extra"] == "forbid"
         assert {"root", "cache", "on_error"} <= set(config.model_fields)
-        assert all(field.description for field in config.model_fields.values()), name
+        assert all(field.description for field in config.model_fields.values()), module.__name__
 
 
 # ------------------------------------------------------------------------------------------------ AffectNet
