@@ -26,14 +26,13 @@ def normalised(accuracy: float | None, chance: float | None, ceiling: float | No
     return (accuracy - chance) / (ceiling - chance)
 
 
-def _leak_words(value: float | None) -> str:
+def _leak_words(value: float | None, owner: str | None) -> str:
     if value is None:
         return ""
     if value < NEGLIGIBLE:
         return "about chance: the code holds little of it"
-    if value < 0.5:
-        return f"{value:.2f} of the way from chance to the head: some of it is still in the code"
-    return f"{value:.2f} of the way from chance to the head: most of it is still in the code"
+    where = f"{value:.2f} of the way from chance to the same probe on code `{owner}`"
+    return f"{where}: {'some' if value < 0.5 else 'most'} of it is still in the code"
 
 
 def what_this_run_shows(result: Mapping) -> str:
@@ -57,7 +56,7 @@ def what_this_run_shows(result: Mapping) -> str:
         if found:
             best = max(found, key=lambda r: r["accuracy"])
             ceiling = best.get("owner_accuracy")
-            words = _leak_words(normalised(best["accuracy"], best["chance"], ceiling))
+            words = _leak_words(normalised(best["accuracy"], best["chance"], ceiling), best.get("owner"))
             text += (
                 f", while a fresh {best['probe']} probe trained on the frozen code reads {pct(best['accuracy'], 1)}"
                 + (f", {words}" if words else "")
@@ -75,9 +74,12 @@ def what_this_run_shows(result: Mapping) -> str:
         value = normalised(r["accuracy"], r["chance"], r.get("owner_accuracy"))
         if value is not None:
             leaks.append((value, r))
+    adversaries = {tuple(name.split("/", 1)) for name in result.get("adversaries") or {}}
     if leaks:
         value, r = max(leaks, key=lambda item: item[0])
-        if value >= NEGLIGIBLE:
+        if value >= NEGLIGIBLE and (r["factor"], r["code"]) in adversaries:
+            sentences.append(f"That is the strongest leak of all probed (factor, code) pairs ({value:.2f}).")
+        elif value >= NEGLIGIBLE:
             sentences.append(
                 f"The strongest leak: {r['factor']} in code `{r['code']}`, read by the {r['probe']} probe at "
                 f"{pct(r['accuracy'], 1)} against chance {pct(r['chance'], 1)} and {pct(r['owner_accuracy'], 1)} on "

@@ -24,11 +24,18 @@ MAX_ANNOTATED_CLASSES = 20
 def figure_labels(fig: plt.Figure) -> dict:
     """The figure's title and each visible panel's title and axis labels (also written into the PNG's text)."""
     title = fig._suptitle.get_text() if fig._suptitle is not None else ""
-    panels = [
-        {"title": ax.get_title(), "x": ax.get_xlabel(), "y": ax.get_ylabel()}
-        for ax in fig.axes
-        if ax.axison and ax.get_label() != "<colorbar>"
-    ]
+    panels = []
+    for ax in fig.axes:
+        if not ax.axison or ax.get_label() == "<colorbar>":
+            continue
+        panel = {"title": ax.get_title(), "x": ax.get_xlabel(), "y": ax.get_ylabel()}
+        xs = [float(x) for line in ax.get_lines() for x in np.asarray(line.get_xdata(), dtype=float).ravel()]
+        xs = [x for x in xs if np.isfinite(x)]
+        if xs:
+            panel["x_range"] = [min(xs), max(xs)]
+        panels.append(panel)
+    if not title and len(panels) == 1:  # a single panel's title is the figure's
+        title = panels[0]["title"]
     return {"title": title, "panels": panels}
 
 

@@ -76,7 +76,7 @@ def emit(event: str, text: str | None, **fields) -> None:
         sys.stdout.write(json.dumps({"event": event, **fields}, default=str) + "\n")
         sys.stdout.flush()
     elif current in ("rich", "plain") and text is not None:
-        console.print(text, soft_wrap=True)
+        console.print(text, soft_wrap=True, markup=False)
         console.file.flush()  # each event at once, also when stdout is a pipe
 
 
@@ -375,11 +375,12 @@ class Reporter:
         console.print(
             f"{duration(summary['wall_time_s'])}, {summary['images_per_s']:.0f} images/s (training)", soft_wrap=True
         )
-        console.print(f"results: {self.rundir} (summary.json, metrics.jsonl, MODEL_CARD.md)", soft_wrap=True)
         console.print("next:", soft_wrap=True)
         width = max(len(command) for command, _ in commands)
         for command, what in commands:
             console.print(f"  {command:<{width}}   {what}", soft_wrap=True, markup=False)
+        # the last line names the run folder again (scripts read it: `tail -1`), as the first line did
+        console.print(f"run folder: {self.rundir}", soft_wrap=True, markup=False)
         console.file.flush()
 
 
