@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ def run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
     result = run_cli("run", str(ROOT / "recipes" / "quickstart.toml"), *TINY, "--out", str(out))
     assert result.returncode == 0, result.stderr
-    return Path(result.stdout.strip().splitlines()[-1].split("run folder: ")[1])
+    return Path(re.search(r"run folder: (\S+)", result.stdout).group(1))
 
 
 def random_run(folder: Path, recipe_path: Path, overrides: list[str]) -> Path:
