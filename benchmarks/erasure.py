@@ -8,9 +8,9 @@ Phases (each skips what an earlier, interrupted invocation finished, so rerunnin
 1. train: `factorlab run` of each recipe x seed x setting (default difficulty; `data.correlation=0.8`),
    seeds interleaved so that a partial benchmark still has every method (with the default `--phase all`
    each run is evaluated right after it trained);
-2. eval: `factorlab eval RUN --metrics probes` (linear and MLP probes of expression from each code), for the
-   `none` and `uniform` runs also with `--erase` (LEACE); plus a linear and an MLP probe of identity from
-   `nonexp` (identity-disjoint test split: fitted and scored on stratified halves of the test codes);
+2. eval: `factorlab eval RUN --metrics probes` (linear and MLP probes of expression and identity from each
+   code; identity on SynthFaces' unseen test identities is fitted and scored on stratified halves of the
+   test codes), for the `none` and `uniform` runs also with `--erase` (LEACE);
 3. table: one row per method and setting, mean ± sample std over seeds, into OUT/erasure.md and
    OUT/erasure.json, and a plot (C_exp test accuracy vs MLP-probe leakage, one point per method and seed)
    into OUT/erasure.png.
@@ -73,35 +73,8 @@ def train(
                     then(setting, method, seed)
 
 
-def identity_probe(rundir: Path, max_samples: int, seed: int = 0) -> dict[str, float]:
-    """Linear and MLP probe accuracy of identity from `nonexp` (and chance) on the test split's codes."""
-    import numpy as np
-
-    from factorlab import metrics
-    from factorlab.data.loading import build_dataset
-    from factorlab.evaluate import encode_split
-    from factorlab.rundir import load_run
-
-    recipe, model = load_run(rundir)
-    model.eval()
-    out = {}
-    samples = {}
-    for split in ("train", "test"):
-        dataset = build_dataset(recipe, split, model.factors)
-        encoded = encode_split(model, dataset, split, max_samples=max_samples, seed=seed, device="cpu")
-        samples[split] = (encoded.codes["nonexp"], np.asarray(dataset.ground_truth()["identity"])[encoded.indices])
-    rows = metrics.leakage_probes(
-        {"nonexp": samples["train"][0]}, {"identity": samples["train"][1]},
-        {"nonexp": samples["test"][0]}, {"identity": samples["test"][1]}, kinds=("linear", "mlp"), seed=seed,
-    )  # fmt: skip
-    for row in rows:
-        out[f"identity_{row['probe']}"] = row["accuracy"]
-        out["identity_chance"] = row["chance"]
-    return out
-
-
 def evaluate(out: Path, setting: str, method: str, seed: int, max_samples: int, log: Path) -> None:
-    """Probe one finished run: `factorlab eval --metrics probes` (+ `--erase` for the LEACE rows), identity probe."""
+    """Probe one finished run: `factorlab eval --metrics probes` (+ `--erase` for the LEACE rows)."""
     rundir = run_dir(out, setting, method, seed)
     if rundir is None:
         return
@@ -112,16 +85,14 @@ def evaluate(out: Path, setting: str, method: str, seed: int, max_samples: int, 
     if method in ERASED and not (rundir / "leace" / "eval.json").is_file():
         print(f"[{time.strftime('%H:%M:%S')}] eval --erase {setting} {method} seed {seed}", flush=True)
         factorlab("eval", str(rundir), *common, "--erase", log=log)
-    if not (rundir / "identity-probe.json").is_file():
-        probe = identity_probe(rundir, max_samples)
-        (rundir / "identity-probe.json").write_text(json.dumps(probe, indent=2), encoding="utf-8")
 
 
 def _row(rundir: Path, erased: bool) -> dict:
     summary = json.loads((rundir / "summary.json").read_text(encoding="utf-8"))
     ev = json.loads((rundir / ("leace/eval.json" if erased else "eval.json")).read_text(encoding="utf-8"))
     (leak,) = [r for r in ev["leakage"] if (r["factor"], r["code"]) == ("expression", "nonexp")]
-    identity = json.loads((rundir / "identity-probe.json").read_text(encoding="utf-8"))
+    # identity from nonexp: the same probes (SynthFaces' test identities are unseen: fitted on halves of the test codes)
+    identity = {r["probe"]: r for r in ev["probes"] if (r["factor"], r["code"]) == ("identity", "nonexp")}
     test = summary["splits"]["test"]
     return {
         "head": test["head/expression/exp/accuracy"],
@@ -130,9 +101,8 @@ def _row(rundir: Path, erased: bool) -> dict:
         "mlp": leak["mlp_probe"],
         "chance": leak["chance"],
         "mlp_normalised": leak["mlp_normalised"],
-        # LEACE is fitted on expression only: it leaves the identity probe of nonexp as the plain eval measured it
-        "identity_mlp": identity["identity_mlp"],
-        "identity_chance": identity["identity_chance"],
+        "identity_mlp": identity["mlp"]["accuracy"],
+        "identity_chance": identity["mlp"]["chance"],
         "train_s": summary["wall_time_s"],
     }
 
@@ -147,35 +117,32 @@ def collect(out: Path, methods: list[str], seeds: list[int], settings: list[str]
                     rundir = run_dir(out, setting, method, seed)
                     if rundir is None or not (rundir / ("leace" if erased else "") / "eval.json").is_file():
                         continue
-                    if not (rundir / "identity-probe.json").is_file():
-                        continue
                     name = f"{method} + LEACE" if erased else method
                     records.append({"setting": setting, "method": name, "seed": seed, "rundir": str(rundir),
                                     **_row(rundir, erased)})  # fmt: skip
     return records
 
 
-COLUMNS = [
-    ("head", "C_exp test", True),
-    ("adversary", "adversary", True),
-    ("linear", "linear probe (nonexp)", True),
-    ("mlp", "MLP probe (nonexp)", True),
-    ("mlp_normalised", "normalised MLP", False),
-    ("identity_mlp", "identity MLP probe (nonexp)", True),
-    ("train_s", "train time (s)", False),
+COLUMNS = [  # key, header, scale, digits
+    ("head", "C_exp test", 100, 1),
+    ("adversary", "adversary", 100, 1),
+    ("linear", "linear probe (nonexp)", 100, 1),
+    ("mlp", "MLP probe (nonexp)", 100, 1),
+    ("mlp_normalised", "normalised MLP", 1, 2),
+    ("identity_mlp", "identity MLP probe (nonexp)", 100, 1),
+    ("train_s", "train time (s)", 1, 0),
 ]
 
 
-def _stat(values: list[float], percent: bool) -> str:
+def _stat(values: list[float], scale: float, digits: int) -> str:
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
         return "–"
-    scale = 100.0 if percent else 1.0
     mean = sum(values) / len(values)
     if len(values) == 1:
-        return f"{mean * scale:.1f} (n=1)"
+        return f"{mean * scale:.{digits}f} (n=1)"
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return f"{mean * scale:.1f} ± {std * scale:.1f}" + ("" if len(values) == 3 else f" (n={len(values)})")
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
 
 
 def table(records: list[dict]) -> str:
@@ -189,11 +156,11 @@ def table(records: list[dict]) -> str:
             f"expression chance {chance * 100:.1f}%, identity chance {ident * 100:.1f}%; mean ± std over seeds, "
             "in % except the normalised leakage and the time)\n"
         )
-        lines.append("| method | " + " | ".join(c[1] for c in COLUMNS) + " | n |")
+        lines.append("| method | " + " | ".join(c[1] for c in COLUMNS) + " | seeds |")
         lines.append("|" + " --- |" * (len(COLUMNS) + 2))
         for method in dict.fromkeys(r["method"] for r in rows):
             mine = [r for r in rows if r["method"] == method]
-            cells = [_stat([r[key] for r in mine], percent) for key, _, percent in COLUMNS]
+            cells = [_stat([r[key] for r in mine], scale, digits) for key, _, scale, digits in COLUMNS]
             lines.append(f"| {method} | " + " | ".join(cells) + f" | {len(mine)} |")
         lines.append("")
     return "\n".join(lines)
