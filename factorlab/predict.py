@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from PIL import Image
 
 from factorlab.errors import FactorlabError
 
@@ -32,6 +33,7 @@ Align = Literal["none", "box", "mtcnn"]
 ALIGN_MODES: tuple[str, ...] = ("none", "box", "mtcnn")
 IMAGE_EXTENSIONS = frozenset({".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp"})
 MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS)
+DETECT_SIDE = 2048  # MTCNN sees photos shrunk to this longer side: bounded time and memory on 12-50 Mpx photos
 ONNX_META = "factorlab"  # key of the JSON metadata in an exported ONNX model
 
 
@@ -45,7 +47,7 @@ class BadImage(FactorlabError):
 
 def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """An image file as uint8 RGB (H, W, 3), turned upright by its EXIF orientation; BadImage when it cannot be."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
@@ -316,19 +318,34 @@ class Predictor:
             self._detector = MTCNNDetector(device, batch_size=self.batch_size)
         return self._detector
 
-    def faces(self, images: list[np.ndarray | torch.Tensor]) -> list[list[tuple[Any, torch.Tensor, float | None]]]:
-        """Per image: its faces as (box or None, float (3, S, S) crop, detection probability or None)."""
+    def prepare(self, image: np.ndarray | torch.Tensor) -> tuple[np.ndarray | torch.Tensor, float]:
+        """What `faces` needs of one image, small enough to queue: with align='none' its square crop at the model's
+        size; for MTCNN the image shrunk to at most DETECT_SIDE pixels on its longer side, and the factor back."""
+        if self.align == "none":
+            return _square(image, self.image_size), 1.0
+        array = _as_uint8(image)
+        scale = max(array.shape[:2]) / DETECT_SIDE
+        if scale <= 1:
+            return array, 1.0
+        h, w = array.shape[:2]
+        shrunk = Image.fromarray(array).resize((round(w / scale), round(h / scale)), Image.Resampling.BILINEAR)
+        return np.array(shrunk), scale
+
+    def faces(self, prepared: list[tuple[np.ndarray | torch.Tensor, float]]) -> list[list[tuple]]:
+        """Per prepared image: its faces as (box in the original's pixels or None, float (3, S, S) crop, detection
+        probability or None)."""
         from factorlab.data.align import crop_box
 
-        size = self.image_size
         if self.align == "none":
-            return [[(None, _square(image, size), None)] for image in images]
-        arrays = [_as_uint8(image) for image in images]
-        found = self.detector.detect_all(arrays)
+            return [[(None, crop, None)] for crop, _ in prepared]
+        found = self.detector.detect_all([image for image, _ in prepared])
         out = []
-        for image, hits in zip(arrays, found, strict=True):
+        for (image, scale), hits in zip(prepared, found, strict=True):
             hits = hits[:1] if self.align == "box" else hits
-            out.append([(box, _float_chw(crop_box(image, box, size, self.margin)), p) for box, _, p in hits])
+            out.append([
+                (tuple(v * scale for v in box), _float_chw(crop_box(image, box, self.image_size, self.margin)), p)
+                for box, _, p in hits
+            ])  # fmt: skip
         return out
 
     # --- the model
@@ -356,7 +373,7 @@ class Predictor:
         """One Prediction per face, in input order (with align='none' exactly one per image; with MTCNN an image
         without a face has none). `images`: a path, PIL image, uint8 array, float tensor, or a list or batch of them."""
         items = _as_list(images)
-        per_image = self.faces([_load(item) for item in items])
+        per_image = self.faces([self.prepare(_load(item)) for item in items])
         crops = [crop for faces in per_image for _, crop, _ in faces]
         where = [(i, k, box, p) for i, faces in enumerate(per_image) for k, (box, _, p) in enumerate(faces)]
         return [
@@ -367,7 +384,7 @@ class Predictor:
     def encode(self, images: Any) -> dict[str, torch.Tensor]:
         """Code name -> (number of faces, ...) tensor on the CPU, faces in input order as `predict` gives them."""
         items = _as_list(images)
-        crops = [crop for faces in self.faces([_load(item) for item in items]) for _, crop, _ in faces]
+        crops = [crop for faces in self.faces([self.prepare(_load(item)) for item in items]) for _, crop, _ in faces]
         out: dict[str, list[torch.Tensor]] = {name: [] for name in self.code_names}
         for start in range(0, len(crops), self.batch_size):
             _, codes = self.backend(torch.stack(crops[start : start + self.batch_size]))
@@ -377,6 +394,10 @@ class Predictor:
         return {name: torch.cat(parts) if parts else empty[name] for name, parts in out.items()}
 
     # --- files, streamed
+
+    def _read(self, path: str | os.PathLike, max_pixels: int) -> tuple[np.ndarray | torch.Tensor, float]:
+        """Decode and prepare one file (in a reader thread: only the small prepared image waits in the queue)."""
+        return self.prepare(read_image(path, max_pixels=max_pixels))
 
     def predict_files(
         self,
@@ -398,7 +419,7 @@ class Predictor:
                     path = next(paths_iter, None)
                     if path is None:
                         return
-                    pending.append((str(path), pool.submit(read_image, path, max_pixels=max_pixels)))
+                    pending.append((str(path), pool.submit(self._read, path, max_pixels)))
 
             fill()
             index = 0
@@ -466,8 +487,6 @@ def _as_list(images: Any) -> list:
 
 def _load(item: Any) -> np.ndarray | torch.Tensor:
     """One input as uint8 (H, W, 3) or float (3, H, W) in [0, 1]."""
-    from PIL import Image
-
     if isinstance(item, (str, os.PathLike)):
         return read_image(item)
     if isinstance(item, Image.Image):

@@ -21,7 +21,7 @@ from PIL import Image
 import factorlab
 from factorlab.errors import FactorlabError
 from factorlab.model import build_model
-from factorlab.predict import BadImage, Predictor, list_images, read_image
+from factorlab.predict import DETECT_SIDE, BadImage, Predictor, list_images, read_image
 from factorlab.recipe import load_recipe
 from factorlab.testing import run_cli
 
@@ -225,8 +225,14 @@ def test_mtcnn_gives_every_face_with_its_box_and_reports_images_without_one(run:
     assert wall == [{"path": str(tmp_path / "wall.png"), "face": None, "box": None, "predictions": None}]
     assert "1 image(s) with no face" in result.stderr
 
-    largest = factorlab.load(run, align="box").predict([tmp_path / "group.png"])
-    assert len(largest) == 1 and largest[0].box is not None
+    predictor = factorlab.load(run, align="box")
+    (largest,) = predictor.predict([tmp_path / "group.png"])
+    assert largest.box == pytest.approx(faces[0]["box"], abs=0.01)
+    # a photo larger than DETECT_SIDE is shrunk for MTCNN; the box still comes in the photo's own pixels
+    big = np.array(Image.fromarray(group).resize((700 * 4, 320 * 4), Image.Resampling.BILINEAR))
+    (on_big,) = predictor.predict(big)
+    assert max(big.shape) > DETECT_SIDE
+    assert on_big.box == pytest.approx([4 * v for v in largest.box], rel=0.1, abs=8)
 
 
 def test_user_errors_exit_2_with_a_message(run: Path, tmp_path: Path) -> None:
