@@ -118,7 +118,7 @@ def bench(name: str, folder: Path, *, images: int, mtcnn_images: int, repeats: i
     ort = Predictor.from_onnx(onnx_path, batch_size=BATCH)
     assert isinstance(eager.backend, TorchBackend)
     model = eager.backend.net  # the same modules the predictor runs
-    crops = [eager.faces([np.array(Image.open(p).convert("RGB"))])[0][0][1] for p in paths]
+    crops = [eager.faces([eager.prepare(np.array(Image.open(p).convert("RGB")))])[0][0][1] for p in paths]
     batches = [torch.stack(crops[i : i + BATCH]) for i in range(0, len(crops), BATCH)]
 
     time_predict(eager, paths[:BATCH]), time_bare(model, batches[:1]), time_predict(ort, paths[:BATCH])  # warm-up
