@@ -109,10 +109,12 @@ def model_card(rundir: Path) -> str:
     ]
     lines += [markdown_table(["", "value"], recipe_rows), ""]
 
+    selected = (summary.get("checkpoint") or {}).get("name", run.get("checkpoint", "best")) == "best"
+    roles = "val chose the checkpoint" if selected else "the last epoch's weights are scored (no selection)"
     lines += ["## Data and splits", ""]
     lines += [
         f"Data set `{dataset}`, split into train / val / test as its loader defines them for these options "
-        f"(see the data set's page in the docs). Val chose the checkpoint; test was used only to report.",
+        f"(see the data set's page in the docs); the model trained on train, {roles}, and test only reports.",
         "",
         markdown_table(["data option", "value"], [[k, _value(v)] for k, v in data.items()]),
         "",

@@ -436,3 +436,12 @@ def test_model_card_names_the_checkpoint_of_its_numbers(run: Path) -> None:
     assert f"`{evaluation['checkpoint_info']['file']}`" in card
     probe = evaluation["probes"][0]
     assert f"| {probe['factor']} | {probe['code']} | {probe['probe']} | {probe['accuracy']:.2%} |" in card
+
+
+def test_model_card_of_an_unfinished_run_says_so(tmp_path: Path) -> None:
+    from factorlab.modelcard import model_card
+
+    rundir = random_run(tmp_path / "unfinished", ROOT / "recipes" / "quickstart.toml", ["data.image_size=32"])
+    card = model_card(rundir)
+    assert "No test metrics in `summary.json`: the run has not finished." in card
+    assert f"Run `factorlab eval {rundir}` for post-hoc leakage probes" in card
