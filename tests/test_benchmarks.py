@@ -151,3 +151,16 @@ def test_metrics_benchmark_libraries_agree_with_the_former_hand_written_versions
     for key, row in rows.items():
         assert _number(row[4]) >= 0 and _number(row[5]) >= 0, key
         assert float(row[6]) < 1e-6, f"{key}: the library and the former version differ by {row[6]}"
+
+
+def test_end_to_end_smoke_compares_factorlab_run_with_the_plain_script() -> None:
+    out = _run("benchmarks/end_to_end.py", "compare", "--smoke")
+    assert re.search(r"repeat 1: factorlab \d+ img/s, [\d.]+ s \| plain \d+ img/s, [\d.]+ s \| ratios", out), out
+    for name in ("images/s factorlab / plain", "wall time factorlab / plain"):
+        line = next(line for line in out.splitlines() if line.startswith(name))
+        assert _number(line.split("median ")[1]) > 0
+
+
+def test_end_to_end_smoke_times_the_first_line() -> None:
+    out = _run("benchmarks/end_to_end.py", "first-line", "--smoke")
+    assert re.search(r"^[\d.]+ s: run folder: ", out, re.M), out

@@ -357,3 +357,29 @@ def test_predict_command_constants_match_the_predictor() -> None:
     from factorlab.commands import predict as command
 
     assert command.ALIGN_MODES == predict.ALIGN_MODES and command.MAX_PIXELS == predict.MAX_PIXELS
+
+
+# ---------------------------------------------------------------------------------------------
+# the data path
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_fetches_whole_batches_equal_to_collated_samples(workers: int) -> None:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from factorlab.data.loading import build_dataset, make_loader
+    from factorlab.model import resolve_factors
+    from factorlab.recipe import load_recipe
+
+    recipe = load_recipe(QUICKSTART, TINY[2:5])
+    dataset = build_dataset(recipe, "train", resolve_factors(recipe))
+    order = np.random.default_rng(0).permutation(len(dataset))[:48]
+    fast = list(make_loader(dataset, order, 16, num_workers=workers))
+    slow = list(DataLoader(dataset, batch_size=16, sampler=order.tolist(), drop_last=True))  # per-sample + collate
+    assert len(fast) == len(slow) == 3
+    for a, b in zip(fast, slow, strict=True):
+        assert a.keys() == b.keys() and "expression" in a
+        for key in a:
+            assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape and torch.equal(a[key], b[key]), key
+        assert a["image"].is_contiguous()

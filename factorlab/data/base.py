@@ -58,6 +58,22 @@ class FactorDataset:
         """Ground-truth values per sample (key -> array of length len(self)); none by default."""
         return {}
 
+    def image_batch(self, indices: np.ndarray) -> np.ndarray:
+        """The images of `indices` as one uint8 (N, H, W, 3) array (override with a faster gather if you can)."""
+        return np.stack([self.image(int(i)) for i in indices])
+
+    def get_batch(self, indices) -> dict[str, torch.Tensor]:
+        """A training batch in one call: uint8 images (N, 3, H, W) and int64 labels, as the collated
+        `__getitem__` samples would be. The loaders fetch whole batches this way (no per-sample collation)."""
+        import torch
+
+        indices = np.asarray(indices, dtype=np.int64)
+        images = torch.from_numpy(np.ascontiguousarray(self.image_batch(indices))).permute(0, 3, 1, 2).contiguous()
+        batch: dict[str, torch.Tensor] = {"image": images}
+        for factor in self.classes:
+            batch[factor] = torch.from_numpy(np.asarray(self.labels(factor))[indices].astype(np.int64))
+        return batch
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         import torch
 

@@ -76,6 +76,9 @@ class DerivedLabels(FactorDataset):
     def image(self, index: int) -> np.ndarray:
         return self.base.image(index)
 
+    def image_batch(self, indices: np.ndarray) -> np.ndarray:
+        return self.base.image_batch(indices)
+
     def labels(self, factor: str) -> np.ndarray:
         return self._derived[factor] if factor in self._derived else self.base.labels(factor)
 
@@ -100,12 +103,40 @@ def dataset_images(dataset: FactorDataset, indices) -> torch.Tensor:
     return to_float_images([dataset.image(int(i)) for i in indices])
 
 
+class Batched(Dataset):
+    """A FactorDataset whose DataLoader fetches each batch in one `get_batch` call (no per-sample collation)."""
+
+    def __init__(self, dataset: FactorDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return self.dataset[index]
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        return self.dataset.get_batch(indices)
+
+
+def _whole_batch(batch):
+    return batch  # Batched already returns a collated batch
+
+
+def _batched(dataset: Dataset) -> tuple[Dataset, object]:
+    """(dataset, collate_fn): FactorDatasets fetch whole batches; other data sets collate as usual."""
+    if isinstance(dataset, FactorDataset):
+        return Batched(dataset), _whole_batch
+    return dataset, None
+
+
 def make_loader(
     dataset: Dataset, order: np.ndarray, batch_size: int, *, num_workers: int = 0, pin_memory: bool = False
 ) -> DataLoader:
     """A DataLoader over `order` (already sharded for this process), full batches only."""
+    source, collate = _batched(dataset)
     return DataLoader(
-        dataset,
+        source,
         batch_size=batch_size,
         sampler=order.tolist(),  # any sized iterable of indices is a sampler
         num_workers=num_workers,
@@ -113,18 +144,21 @@ def make_loader(
         drop_last=True,
         persistent_workers=False,
         prefetch_factor=4 if num_workers > 0 else None,
+        collate_fn=collate,
     )
 
 
 def eval_loader(dataset: Dataset, batch_size: int, *, num_workers: int = 0) -> DataLoader:
     """A DataLoader over the whole split in order (last batch may be short)."""
+    source, collate = _batched(dataset)
     # its own generator: drawing worker seeds from the global RNG would make a resumed run differ
     return DataLoader(
-        dataset,
+        source,
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(0),
+        collate_fn=collate,
     )
 
 

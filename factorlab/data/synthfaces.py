@@ -303,6 +303,10 @@ class SynthFaces(FactorDataset):
         """The image of sample `index` as uint8 (H, W, 3)."""
         return np.array(self.images[self.indices[index]])  # a writable copy, not a view of the cache
 
+    def image_batch(self, indices: np.ndarray) -> np.ndarray:
+        """The images of `indices`: one gather from the cache (a copy)."""
+        return self.images[self.indices[np.asarray(indices, dtype=np.int64)]]
+
     def labels(self, factor: str) -> np.ndarray:
         """Labels of `factor` (ids into `classes[factor]`) of every sample, as int64."""
         if factor not in self._labels:
