@@ -29,7 +29,7 @@ def _as_ids(y: np.ndarray) -> np.ndarray:
 
 def _flat(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
-    return x.reshape(len(x), -1)
+    return x.reshape(len(x), int(np.prod(x.shape[1:])))  # not -1: an empty sample has no size to infer it from
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:

@@ -69,6 +69,14 @@ def test_chance_rate_is_majority_share():
     assert metrics.chance_rate(np.array([5, 5, 5, 7])) == pytest.approx(0.75)
 
 
+def test_a_probe_scored_on_no_samples_gives_nan_not_an_error():
+    # a tiny split whose classes each have one sample leaves nothing to score after stratified halves
+    x = np.random.default_rng(0).normal(size=(6, 3))
+    y = np.array([0, 0, 0, 1, 1, 1])
+    assert np.isnan(metrics.probe_accuracy(x, y, np.zeros((0, 3)), np.zeros(0, dtype=np.int64), steps=3))
+    assert metrics._flat(np.zeros((0, 2, 2))).shape == (0, 4)
+
+
 @settings(deadline=None, max_examples=30)
 @given(st.lists(st.integers(0, 4), min_size=1, max_size=50), st.integers(0, 3))
 def test_stratified_halves_partition_every_class(y, seed):
