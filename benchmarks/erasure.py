@@ -181,8 +181,8 @@ def plot(records: list[dict], path: Path) -> None:
         for k, method in enumerate(methods):
             mine = [r for r in rows if r["method"] == method]
             ax.scatter([100 * r["mlp"] for r in mine], [100 * r["head"] for r in mine], color=colours(k), label=method)
-        ax.axvline(100 * rows[0]["chance"], color="grey", linestyle="--", linewidth=1)
-        ax.axvline(100 * rows[0]["chance"] + 5, color="grey", linestyle=":", linewidth=1)
+        ax.axvline(100 * rows[0]["chance"], color="grey", linestyle="--", linewidth=1, label="chance")
+        ax.axvline(100 * rows[0]["chance"] + 5, color="grey", linestyle=":", linewidth=1, label="chance + 5 (target)")
         ax.set_xlabel("MLP-probe expression accuracy from nonexp (%)")
         ax.set_ylabel("C_exp test accuracy (%)")
         ax.set_title(f"{setting}: one point per method and seed")
