@@ -29,7 +29,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes" / "synth" / "erasure"
-METHODS = ("none", "uniform", "mlp", "ensemble", "hsic")  # recipes; LEACE rows are `none` / `uniform` + --erase
+METHODS = (
+    "none",
+    "uniform",
+    "mlp",
+    "ensemble",
+    "hsic",
+    "hsic-w1",
+)  # recipes; LEACE rows are `none` / `uniform` + --erase
 ERASED = ("none", "uniform")
 SETTINGS = {"default": [], "shortcut": ["data.correlation=0.8"]}
 SMOKE = ["run.epochs=1", "run.batch_size=16", "data.identities=9", "data.samples_per_identity=8"]
