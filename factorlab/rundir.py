@@ -170,7 +170,7 @@ class RunLock:
             RunLock._held[key] += 1
             return self
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-        for _ in range(3):
+        for _ in range(20):
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             except FileExistsError:
@@ -178,7 +178,7 @@ class RunLock:
                 if owner is None:
                     continue  # released meanwhile: try again
                 if self._stale(owner):
-                    self.path.unlink(missing_ok=True)
+                    self._take_over(owner)
                     continue
                 who = (
                     f"process {owner.get('pid')} on {owner.get('host')} (since {owner.get('since')})"
@@ -198,6 +198,29 @@ class RunLock:
             atexit.register(self._release_at_exit, key)  # also when an error ends the process before release()
             return self
         raise RunFolderError(f"could not take the lock {self.path}: other processes keep taking it; try again")
+
+    def _take_over(self, stale: dict) -> None:
+        """Remove a stale lock. Only the process that creates `.lock.takeover` may, and only if the lock
+        still holds the stale owner: two processes finding the same stale lock cannot both take it."""
+        import os
+        import time
+
+        guard = self.path.with_name(LOCK + ".takeover")
+        try:
+            os.close(os.open(guard, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            try:
+                if time.time() - guard.stat().st_mtime > 10:  # left by a process killed while taking over
+                    guard.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass
+            time.sleep(0.05)  # another process is taking over: look again
+            return
+        try:
+            if self.owner() == stale:
+                self.path.unlink(missing_ok=True)
+        finally:
+            guard.unlink(missing_ok=True)
 
     def _stale(self, owner: dict) -> bool:
         import socket

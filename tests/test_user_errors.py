@@ -280,7 +280,7 @@ CASES = [
     Case("compare: --out in /proc", ["compare", "{run}", "--out", "/proc/factorlab-x/t.md"], r"cannot write --out /proc/factorlab-x"),
     # --- swap
     Case("swap: --pairs beyond the split", ["swap", "--run", "{run}", "--pairs", "100000", "--out", "{case}/s.png"], r"--pairs 100000: the \d+ samples to draw from give at most \d+"),
-    Case("swap: --pairs 0", ["swap", "--run", "{run}", "--pairs", "0"], r"--pairs 0: give a positive number of pairs"),
+    Case("swap: --pairs 0", ["swap", "--run", "{run}", "--pairs", "0"], r"argument --pairs: 0: give a count of 1 or more"),
     Case("swap: --out in /proc", ["swap", "--run", "{run}", "test:0", "test:1", "--out", "/proc/factorlab-x/s.png"], r"cannot write --out /proc/factorlab-x"),
     Case("swap: decompression bomb", ["swap", "--run", "{run}", "{case}/bomb.png", "test:1", "--out", "{case}/s.png"], r"bomb\.png is too large to decode safely",
          lambda c, r: {"_": str(bomb_png(c / "bomb.png"))}),
@@ -305,7 +305,7 @@ CASES = [
     Case("prepare: --out in /proc", ["prepare", "imagefolder", "--root", "{case}", "--out", "/proc/factorlab-x"], r"cannot write --out /proc/factorlab-x"),
     Case("prepare: binary CSV", ["prepare", "fer2013", "--root", "{case}", "--out", "{case}/cache"], r"fer2013\.csv:\d+: the list is not UTF-8 text",
          _file("fer2013.csv", b"emotion,pixels,Usage\n\xff\xfe" + os.urandom(200))),
-    Case("prepare: CSV with NUL bytes", ["prepare", "fer2013", "--root", "{case}", "--out", "{case}/cache"], r"fer2013\.csv:\d+: the list is not a valid CSV file",
+    Case("prepare: CSV with NUL bytes", ["prepare", "fer2013", "--root", "{case}", "--out", "{case}/cache"], r"no samples found under .* \(skipped 1\) .*fer2013\.csv:2: pixels must be 2304 integers",
          _file("fer2013.csv", b"emotion,pixels,Usage\n0,\x00\x00,Training\n")),
     Case("prepare: unknown data set", ["prepare", "nope", "--root", "{case}"], r"unknown data set 'nope'"),
     Case("prepare: missing root", ["prepare", "imagefolder", "--root", "{case}/nope"], r"image-folder root .*nope does not exist"),
@@ -347,6 +347,14 @@ def results(base_run: Path, tmp_path_factory) -> dict[str, subprocess.CompletedP
         for mount in MOUNTS:
             subprocess.run(["umount", str(mount)], check=False)
         MOUNTS.clear()
+
+
+def test_a_prepare_that_keeps_no_image_leaves_only_its_report(results: dict, tmp_path_factory) -> None:
+    result = results["prepare: every image corrupt"]
+    assert result.returncode == 2
+    cache = Path(re.search(r"listed in (\S+)/report\.txt", " ".join(result.stderr.split())).group(1))
+    assert sorted(p.name for p in cache.iterdir()) == ["report.txt"], "no plan or shards: a rerun starts afresh"
+    assert "happy.png" in (cache / "report.txt").read_text()
 
 
 def test_the_table_is_large() -> None:
@@ -502,3 +510,28 @@ def test_a_memory_hungry_request_is_refused_before_it_allocates(base_run: Path, 
     with pytest.raises(ResourceError):
         check_memory(10 * available_memory(), "a test request", "ask for less")
     check_memory(2**20, "a small request", "ask for less")  # a megabyte is always fine
+
+
+def test_only_one_of_several_processes_takes_over_a_stale_lock(tmp_path: Path) -> None:
+    (tmp_path / ".lock").write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname(), "since": "x"}))
+    script = (
+        "import sys, time\n"
+        "from factorlab.errors import RunFolderError\n"
+        "from factorlab.rundir import RunLock\n"
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # start together\n"
+        "try:\n"
+        "    RunLock(sys.argv[1]).acquire()\n"
+        "except RunFolderError:\n"
+        "    print('refused')\n"
+        "else:\n"
+        "    print('took it')\n"
+        "    time.sleep(3)\n"
+    )
+    start = str(time.time() + 8)  # after every process has imported factorlab
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path), start], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outcomes = sorted(proc.communicate(timeout=120)[0].strip() for proc in procs)
+    assert outcomes == ["refused", "refused", "refused", "took it"], outcomes
+    assert not (tmp_path / ".lock").exists() and not (tmp_path / ".lock.takeover").exists()

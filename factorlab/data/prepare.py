@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -155,7 +156,11 @@ def prepare(
     config = config.model_copy(update={"root": Path(config.root).resolve()})
     scan = source.scan(config)
     if not scan.samples:
-        raise DataError(f"{source.name}: no samples found under {config.root} (skipped {len(scan.skipped)})")
+        reasons = "".join(f"\n  {s.where}: {s.reason}" for s in scan.skipped[:5])
+        more = f"\n  ... and {len(scan.skipped) - 5} more" if len(scan.skipped) > 5 else ""
+        raise DataError(
+            f"{source.name}: no samples found under {config.root} (skipped {len(scan.skipped)}){reasons}{more}"
+        )
     plan = plan_of(source, config, scan, image_size, shard_size)
     if (out / "plan.json").is_file():
         if read_json(out / "plan.json") != plan:
@@ -230,6 +235,8 @@ def finish(out: Path, plan: dict, scan: Scan, n_shards: int, seconds: float) -> 
     if images == 0:  # an empty cache would only fail later, at run time ("split 'train' is empty")
         reasons = "\n".join(f"  {where}: {reason}" for where, reason in skipped[:5])
         more = f"\n  ... and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        shutil.rmtree(out / "shards", ignore_errors=True)  # a rerun after fixing the images starts afresh
+        (out / "plan.json").unlink(missing_ok=True)
         raise DataError(
             f"prepare kept no image of {plan['dataset']}: all {plan['samples']} were skipped, e.g.\n{reasons}{more}\n"
             f"Every reason is listed in {out / 'report.txt'}. Fix the data set (or --root, or its options) and run "
