@@ -291,6 +291,7 @@ CASES = [
     # --- command-line options
     Case("eval --device tpu", ["eval", "{run}", "--device", "tpu"], r"argument --device: unknown device 'tpu'"),
     Case("eval --seed -1", ["eval", "{run}", "--seed", "-1"], r"argument --seed: -1: give a seed from 0 to 9223372036854775807"),
+    Case("eval --swap too many", ["eval", "{run}", "--swap", str(10**10)], r"--swap 10000000000 would need about [\d.]+ GiB of memory"),
     Case("eval --swap -5", ["eval", "{run}", "--swap", "-5"], r"argument --swap: -5: give a count of 1 or more"),
     Case("swap --seed 2**70", ["swap", "--run", "{run}", "--pairs", "2", "--seed", str(2**70)], r"argument --seed: \d+: give a seed from 0"),
     Case("swap --pairs text", ["swap", "--run", "{run}", "--pairs", "many"], r"argument --pairs: 'many' is not a count"),

@@ -128,10 +128,15 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
 
         if args.swap:  # a run that cannot be swap-scored fails now, not after the evaluation
             from factorlab.recipe import load_recipe
+            from factorlab.resources import check_memory
             from factorlab.rundir import check_run_dir
-            from factorlab.swap import check_decoder
+            from factorlab.swap import check_decoder, score_bytes
 
-            check_decoder(load_recipe(check_run_dir(args.rundir) / "recipe.toml"), args.rundir)
+            recipe = load_recipe(check_run_dir(args.rundir) / "recipe.toml")
+            check_decoder(recipe, args.rundir)
+            check_memory(
+                score_bytes(args.swap, recipe.data.image_size), f"--swap {args.swap}", "ask for fewer pairs (500)"
+            )
 
         result = evaluate_run(
             args.rundir,
@@ -385,9 +390,8 @@ def compare_command(parser: argparse.ArgumentParser) -> Handler:
             tables = group_tables(args.rundirs, args.split)
             if args.split == "test":
                 from factorlab.leakage import group_leakage_table
-                from factorlab.seeds import load_group
 
-                headline = group_leakage_table([load_group(p) for p in args.rundirs])
+                headline = group_leakage_table(args.rundirs)
                 if headline is not None:
                     tables.append(headline)
         else:
