@@ -162,17 +162,27 @@ def leakage_table(labels: Sequence[str], summaries: Sequence[Mapping], evaluatio
     return report.Table(headers, rows, caption)
 
 
-def group_leakage_table(groups) -> report.Table | None:
+def _run_paths(path: Path) -> list[Path]:
+    """The run folders of a seed group (from its group.json), or [path] for a plain run folder."""
+    from factorlab.seeds import GROUP_FILE, is_group
+
+    if not is_group(path):
+        return [path]
+    info = json.loads((path / GROUP_FILE).read_text(encoding="utf-8"))
+    return [path / name for name in info["runs"].values()]
+
+
+def group_leakage_table(paths: Sequence[Path]) -> report.Table | None:
     """`factorlab compare` of seed groups: mean ± std (n) over seeds of every leakage figure."""
-    from factorlab.stats import describe
+    from factorlab.seeds import describe, load_group
 
     fields = ["adversary", "linear_probe", "mlp_probe", "chance", "head", "linear_normalised", "mlp_normalised"]
     rows = []
-    for group in groups:
+    for path in paths:
+        group = load_group(Path(path))  # checks that every run finished
         per_pair: dict[tuple[str, str], dict[str, list[float]]] = {}
-        for summary in group.summaries:
-            ev = read_eval(Path(summary.get("rundir", "")))
-            for r in run_rows(summary, ev):
+        for summary, rundir in zip(group.summaries, _run_paths(Path(path)), strict=True):
+            for r in run_rows(summary, read_eval(rundir)):
                 values = per_pair.setdefault((r["factor"], r["code"]), {f: [] for f in fields})
                 for f in fields:
                     if r.get(f) is not None and math.isfinite(r[f]):

@@ -294,3 +294,17 @@ def test_an_erased_branch_gives_the_codes_the_arrays_get(tmp_path: Path) -> None
     assert erased["nonexp"].shape == code.shape and erased["nonexp"].dtype == code.dtype
     assert np.allclose(erased["nonexp"].flatten(1).numpy(), expected, atol=1e-5)
     assert not np.array_equal(expected, flat)  # it did change the code
+
+
+def test_compare_of_seed_groups_shows_leakage_over_seeds(tmp_path: Path) -> None:
+    run = run_cli("run", str(RECIPES[0].parent / "uniform.toml"), *TINY, "--seeds", "0,1", "--out", str(tmp_path))
+    assert run.returncode == 0, run.stderr
+    (group,) = [p.parent for p in tmp_path.glob("*/group.json")]
+    # seed 0 evaluated (linear and MLP probes), seed 1 only with the quick linear probe of `factorlab run`
+    evaluated = run_cli("eval", str(group / "seed-0"), "--metrics", "probes", "--device", "cpu")
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = run_cli("compare", str(group))
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "Leakage over seeds (test split)" in text
+    assert "(n=2)" in text and "(n=1)" in text  # linear probe from both seeds, the MLP probe from seed 0 only
