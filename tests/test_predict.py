@@ -445,3 +445,21 @@ def test_model_card_of_an_unfinished_run_says_so(tmp_path: Path) -> None:
     card = model_card(rundir)
     assert "No test metrics in `summary.json`: the run has not finished." in card
     assert f"Run `factorlab eval {rundir}` for post-hoc leakage probes" in card
+
+
+def test_detect_keeps_the_largest_of_the_faces_detect_all_finds() -> None:
+    from skimage import data
+
+    from factorlab.data.align import FaceCropper, MTCNNDetector, crop_box
+
+    astronaut = data.astronaut()
+    group = np.full((300, 600, 3), 128, np.uint8)
+    group[40:240, 20:180] = astronaut[20:220, 150:310]
+    group[80:180, 400:480] = np.array(Image.fromarray(astronaut[20:220, 150:310]).resize((80, 100)))  # smaller
+    detector = MTCNNDetector()
+    (faces,) = detector.detect_all([group])
+    assert len(faces) == 2 and faces[0][0][2] * faces[0][0][3] > faces[1][0][2] * faces[1][0][3]
+    (box, landmarks), nothing = detector.detect([group, np.zeros((100, 100, 3), np.uint8)])
+    assert box == faces[0][0] and np.array_equal(landmarks, faces[0][1]) and nothing is None
+    cropped = FaceCropper("mtcnn", 64, margin=0.2).crop_batch([group], [None])[0]
+    np.testing.assert_array_equal(cropped, crop_box(group, box, 64, 0.2))
