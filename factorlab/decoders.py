@@ -1,4 +1,4 @@
-"""Decoders: concatenated codes -> image in [0, 1] (the paper's De is `deconv6`).
+"""Decoders: concatenated codes -> image in [0, 1] (the paper's De is `deconv6`; `resup` is a stronger one).
 
 The decoder's input is the channel concatenation of the codes (`concat_codes`): a flat code (B, D) is
 viewed as (B, D, 1, 1) and, when other codes are spatial, repeated over their H x W.
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from factorlab.builtins.parts import Deconv6Config, Five  # their options live with their registration
+from factorlab.builtins.parts import Deconv6Config, Five, ResUpConfig  # their options live with their registration
 from factorlab.errors import RecipeError
 
 
@@ -71,3 +71,82 @@ def deconv6(config: Deconv6Config, *, in_shape: tuple[int, ...], image_size: int
         raise RecipeError(f"decoder deconv6 takes codes of shape (C,) or (C, H, W), got {tuple(in_shape)}")
     hw = (1, 1) if len(in_shape) == 1 else (in_shape[1], in_shape[2])
     return Deconv6(in_shape[0], hw, image_size, config.widths, config.negative_slope)
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    """A normalisation layer of `kind` over `channels` (group norm: up to 32 groups that divide `channels`)."""
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(32, channels), channels)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    return nn.Identity()
+
+
+class ResBlockUp(nn.Module):
+    """Pre-activation residual block that doubles the side: norm-act-up-conv3-norm-act-conv3, plus up-conv1 skip."""
+
+    def __init__(self, c_in: int, c_out: int, norm: str, slope: float) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            _norm(norm, c_in),
+            nn.LeakyReLU(slope),
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(c_in, c_out, 3, padding=1),
+            _norm(norm, c_out),
+            nn.LeakyReLU(slope),
+            nn.Conv2d(c_out, c_out, 3, padding=1),
+        )
+        self.skip = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x) + self.skip(x)
+
+
+class ResUp(nn.Module):
+    """Residual upsampling decoder: codes -> (B, 3, size, size) in [0, 1].
+
+    A stem maps the code map onto a base grid of side s = ceil(size / 2**n) (n = len(widths)) with
+    `widths[0]` channels, as `Deconv6` does (a transposed conv of kernel s - h + 1; a larger map is
+    average-pooled first). Then n residual blocks (`ResBlockUp`), each doubling the side, with
+    normalisation (group norm by default: independent of the batch, so a swap decodes the same alone
+    or in a batch), and a norm-act-conv3x3 to 3 channels, sigmoid last. When size is not s * 2**n the
+    image is bilinearly resized (a convex combination: it stays in [0, 1]).
+    """
+
+    def __init__(
+        self, in_channels: int, in_hw: tuple[int, int], image_size: int, widths: Sequence[int], norm: str, slope: float
+    ) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self.grid = math.ceil(image_size / 2 ** len(widths))
+        self.in_hw = (min(in_hw[0], self.grid), min(in_hw[1], self.grid))
+        h, w = self.in_hw
+        self.stem = nn.ConvTranspose2d(in_channels, widths[0], (self.grid - h + 1, self.grid - w + 1))
+        channels = [widths[0], *widths]
+        self.blocks = nn.Sequential(
+            *(ResBlockUp(c_in, c_out, norm, slope) for c_in, c_out in zip(channels[:-1], channels[1:], strict=True))
+        )
+        self.to_rgb = nn.Sequential(
+            _norm(norm, widths[-1]), nn.LeakyReLU(slope), nn.Conv2d(widths[-1], 3, 3, padding=1), nn.Sigmoid()
+        )
+
+    def forward(self, codes: Tensor | Sequence[Tensor]) -> Tensor:
+        x = codes if isinstance(codes, Tensor) else concat_codes(codes)
+        if x.dim() == 2:
+            x = x[:, :, None, None]
+        if tuple(x.shape[-2:]) != self.in_hw:
+            x = F.adaptive_avg_pool2d(x, self.in_hw)
+        x = self.to_rgb(self.blocks(self.stem(x)))
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        return x
+
+
+def resup(config: ResUpConfig, *, in_shape: tuple[int, ...], image_size: int) -> ResUp:
+    """Residual upsampling blocks with normalisation, sigmoid last; `in_shape` is (C,) or (C, H, W)."""
+    if len(in_shape) not in (1, 3):
+        raise RecipeError(f"decoder resup takes codes of shape (C,) or (C, H, W), got {tuple(in_shape)}")
+    hw = (1, 1) if len(in_shape) == 1 else (in_shape[1], in_shape[2])
+    return ResUp(in_shape[0], hw, image_size, config.widths, config.norm, config.negative_slope)

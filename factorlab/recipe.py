@@ -191,7 +191,11 @@ class LossSection(Section):
     beta_rec: float = Field(0.0, ge=0.0, description="beta1: weight of the reconstruction loss L_r (paper: 0).")
     beta_cls: float = Field(1.0, ge=0.0, description="beta2: weight of the classification losses (paper: 1).")
     beta_adv: float = Field(1.0, ge=0.0, description="beta3: weight of the adversarial encoder losses (paper: 1).")
-    reconstruction: str = Field("l2", description="A registered reconstruction loss: 'l2' (paper) or 'l1'.")
+    reconstruction: str = Field(
+        "l2",
+        description="A registered reconstruction loss: 'l2' (paper), 'l1', 'ssim', 'perceptual', 'patchgan', "
+        "or 'sum' of several (docs/swap.md).",
+    )
     reconstruction_options: dict[str, Any] = Field(
         default_factory=dict,
         description='Options of the reconstruction loss, e.g. { reduction = "image_sum" } for the paper\'s literal '

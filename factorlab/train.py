@@ -34,6 +34,7 @@ from factorlab.files import atomic_write, atomic_write_text
 from factorlab.model import Disentangler, build_model, resolve_factors
 from factorlab.recipe import Recipe, load_recipe
 from factorlab.rundir import CHECKPOINTS, RunLock, load_checkpoint  # re-exported: their home is rundir
+from factorlab.runfolders import discard_unused_run_dir, new_run_dir  # new_run_dir re-exported
 from factorlab.runtime import (  # re-exported: their home is runtime
     Dist,
     autocast,
@@ -118,7 +119,17 @@ class Trainer:
         self.adv_scaler = torch.amp.GradScaler(self.device.type, enabled=scaler_on)
         self.classification = losses.ClassificationLoss()
         self.adversary_loss = losses.AdversaryLoss()
-        self.reconstruction = reconstruction_module(recipe) if recipe.uses_decoder else None
+        self.reconstruction = reconstruction_module(recipe).to(self.device) if recipe.uses_decoder else None
+        # a reconstruction loss with trainable parameters (an image discriminator) is trained in its own step
+        self.disc_params = (
+            [p for p in self.reconstruction.parameters() if p.requires_grad] if self.reconstruction else []
+        )
+        if self.disc_params and self.dist_info.active:
+            raise FactorlabError(
+                f"loss.reconstruction = {recipe.loss.reconstruction!r} trains a discriminator, which torchrun does not "
+                "synchronise yet; train it in one process, or use losses without a discriminator (l1, ssim, perceptual)"
+            )
+        self.disc_opt = make_optimizer(self.disc_params, recipe.optim.adversary) if self.disc_params else None
         self.step_count = 0
 
     def step(self, images: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -126,6 +137,8 @@ class Trainer:
         with autocast(self.device, self.recipe.run.precision):
             out = self.net(images)
         stats = self.adversary_step(out["codes"], labels)
+        if self.disc_opt is not None:
+            stats.update(self.discriminator_step(images, out["reconstruction"]))
         stats.update(self.main_step(images, out, labels))
         self.step_count += 1
         return stats
@@ -158,6 +171,15 @@ class Trainer:
                 stats[f"{prefix}/correct"] = _correct(logits, labels[link.factor])
         return stats
 
+    def discriminator_step(self, images: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Update the reconstruction loss's discriminator alone on real images and detached reconstructions."""
+        with autocast(self.device, self.recipe.run.precision):
+            loss = self.reconstruction.discriminator_loss(images, reconstruction.detach())
+        self.disc_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.disc_opt.step()
+        return {"discriminator/loss": loss.detach()}
+
     def main_step(self, images: torch.Tensor, out: dict, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Update encoder, branches, heads (and decoder) with beta_rec L_r + beta_cls L_cls + beta_adv L_adv_En.
 
@@ -174,6 +196,8 @@ class Trainer:
             stats[f"head/{link.factor}/{link.code}/correct"] = _correct(out["logits"][link.key], labels[link.factor])
             total = total + recipe.loss.beta_cls * section.weight * loss
         model.adversaries.requires_grad_(False)
+        for p in self.disc_params:  # the discriminator is frozen too: gradient flows through it to the image
+            p.requires_grad_(False)
         try:
             for link, section in zip(links, recipe.adversaries, strict=True):
                 adversary = model.adversaries.adversaries[link.key]
@@ -190,6 +214,8 @@ class Trainer:
             self.main_scaler.scale(total).backward()
         finally:
             model.adversaries.requires_grad_(True)
+            for p in self.disc_params:
+                p.requires_grad_(True)
         if recipe.optim.clip_grad_norm:
             self.main_scaler.unscale_(self.main_opt)
             nn.utils.clip_grad_norm_(self.model.net.parameters(), recipe.optim.clip_grad_norm)
@@ -205,6 +231,11 @@ class Trainer:
             "main_scaler": self.main_scaler.state_dict(),
             "adv_scaler": self.adv_scaler.state_dict(),
             "step": self.step_count,
+            **(
+                {"discriminator": self.reconstruction.state_dict(), "disc_opt": self.disc_opt.state_dict()}
+                if self.disc_opt
+                else {}
+            ),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -215,6 +246,9 @@ class Trainer:
         self.main_scaler.load_state_dict(state["main_scaler"])
         self.adv_scaler.load_state_dict(state["adv_scaler"])
         self.step_count = state["step"]
+        if self.disc_opt and state.get("disc_opt"):
+            self.reconstruction.load_state_dict(state["discriminator"])
+            self.disc_opt.load_state_dict(state["disc_opt"])
 
 
 def reconstruction_module(recipe: Recipe) -> nn.Module:
@@ -238,7 +272,8 @@ def evaluate(model: Disentangler, dataset, recipe: Recipe, device: torch.device)
     """Accuracy of every head and adversary and the mean of each loss term over a split."""
     was_training = model.training
     model.eval()
-    reconstruction = reconstruction_module(recipe) if model.net.decoder is not None else None
+    # eval mode: a loss's GAN term is 0 here (a fresh discriminator would only add noise to the logged loss)
+    reconstruction = reconstruction_module(recipe).to(device).eval() if model.net.decoder is not None else None
     sums: dict[str, torch.Tensor] = {}
     count = 0
     for batch in eval_loader(dataset, recipe.run.batch_size, num_workers=recipe.run.num_workers):
@@ -340,24 +375,6 @@ def _save_checkpoint(obj, path: Path) -> None:
     atomic_write(path, write)
 
 
-def new_run_dir(recipe: Recipe) -> Path:
-    """runs/<name>-<timestamp>[-k]: created now, never reused."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(recipe.run.output) / f"{recipe.run.name}-{stamp}"
-    path, k = base, 1
-    while True:
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            k += 1
-            path = base.with_name(f"{base.name}-{k}")
-        except OSError as exc:
-            from factorlab.files import unwritable_error
-
-            raise unwritable_error(path, exc, "the run folder") from None
-
-
 # ---------------------------------------------------------------------------------------------
 # The loop
 
@@ -390,15 +407,20 @@ class Training:
 
 
 def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | None = None) -> Path:
-    """Train a recipe into a run folder and return it, in named phases."""
+    """Train a recipe into a run folder and return it, in named phases.
+
+    `rundir`: None makes a new run folder; an existing one without recipe.toml (made by `new_run_dir`, as the
+    CLI does before importing torch, to name it at once) is filled as a new run; else it is resumed.
+    """
     from factorlab.progress import Reporter, announce, task
 
-    dist_info, device = setup_runtime(recipe)
-    new_folder = rundir is None
-    rundir, lock = open_run_dir(recipe, rundir, dist_info)  # first, so the first line says where results go
-    if dist_info.main:
-        announce(rundir)
+    new_folder = rundir is None or not (Path(rundir) / "recipe.toml").exists()
+    lock = None
     try:
+        dist_info, device = setup_runtime(recipe)
+        rundir, lock = open_run_dir(recipe, rundir, dist_info)  # first, so the first line says where results go
+        if dist_info.main:
+            announce(rundir)
         with task("data", f"loading the data ({recipe.data.dataset})"):
             splits = load_splits(recipe)
         training = build_training(recipe, splits, dist_info, device)
@@ -407,8 +429,8 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
     except BaseException:
         if lock:
             lock.release()
-        if new_folder and dist_info.main:
-            _discard_unused_run_dir(rundir)
+        if new_folder and rundir is not None and int(os.environ.get("RANK", "0") or 0) == 0:
+            discard_unused_run_dir(Path(rundir))
         raise
     reporter = Reporter(
         rundir, enabled=dist_info.main, total_epochs=recipe.run.epochs, steps_per_epoch=training.steps_per_epoch
@@ -431,14 +453,6 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
     if dist_info.active:
         dist.barrier()
     return rundir
-
-
-def _discard_unused_run_dir(rundir: Path) -> None:
-    """Remove a run folder that set-up failed to fill (it holds only the resolved recipe): no empty runs to list."""
-    if rundir.is_dir() and {p.name for p in rundir.iterdir()} <= {"recipe.toml"}:
-        with contextlib.suppress(OSError):
-            (rundir / "recipe.toml").unlink(missing_ok=True)
-            rundir.rmdir()
 
 
 def setup_runtime(recipe: Recipe) -> tuple[Dist, torch.device]:

@@ -251,7 +251,9 @@ def test_train_then_swap_writes_the_grid(trained_run: Path, tmp_path: Path) -> N
     grid = Image.open(out)
     tile = 32 * swap.tile_scale(32)
     assert grid.size[1] == swap.GridLayout(1, tile).size[1] and grid.size[0] > swap.GridLayout(1, tile).size[0]
-    assert len(list((tmp_path / "swap").glob("pair0_*.png"))) == 6
+    # SynthFaces renders the true swaps: two more columns (true X1'', true X2'') next to the paper's six
+    assert len(list((tmp_path / "swap").glob("pair0_*.png"))) == 8
+    assert (tmp_path / "swap" / "pair0_x1_swap_true.png").is_file()
     # random pairs, and a photo file (centre square, resized): in-process, the same entry point
     photo = tmp_path / "photo.png"
     Image.fromarray(np.full((50, 70, 3), 180, dtype=np.uint8)).save(photo)

@@ -107,7 +107,9 @@ def swap_command(parser: argparse.ArgumentParser):
     parser.add_argument(
         "--codes", help="comma-separated codes to swap (default: the code the first [[heads]] entry reads, e.g. exp)"
     )
-    parser.add_argument("--pairs", type=types.count, metavar="N", help="N random pairs from --split (grid), or pairs to score")
+    parser.add_argument(
+        "--pairs", type=types.count, metavar="N", help="N random pairs from --split (grid), or pairs to score"
+    )
     parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="split of random pairs")
     parser.add_argument("--seed", type=types.seed, default=0, help="seed of the random pairs")
     parser.add_argument("--align", action="store_true", help="crop the face in image files with MTCNN")
@@ -160,6 +162,12 @@ def swap_command(parser: argparse.ArgumentParser):
             batch, labels = load_inputs(args.images, recipe, model, align=args.align)
             x1, x2 = batch[:1], batch[1:]
             row_labels = [f"1: {labels[0]}\n2: {labels[1]}"]
+            matches = [INDEX.match(spec) for spec in args.images]
+            truth_pairs, dataset = None, None
+            if all(matches) and matches[0].group(1) == matches[1].group(1) and not Path(args.images[0]).is_file():
+                # two samples of one split: SynthFaces can render the true swap
+                dataset = build_dataset(recipe, matches[0].group(1), model.factors)
+                truth_pairs = [(int(matches[0].group(2)), int(matches[1].group(2)))]
         else:
             dataset = build_dataset(recipe, args.split, model.factors)
             factor_labels = {f: np.asarray(dataset.labels(f)) for f in model.factors if f in dataset.classes}
@@ -173,7 +181,10 @@ def swap_command(parser: argparse.ArgumentParser):
             batch, labels = load_inputs([s for pair in specs for s in pair], recipe, model, align=False)
             x1, x2 = batch[0::2], batch[1::2]
             row_labels = [f"1: {a}\n2: {b}" for a, b in zip(labels[0::2], labels[1::2], strict=True)]
+            truth_pairs = pairs.tolist()
         result = swap.synthesize(model, x1, x2, names)
+        if truth_pairs is not None:  # the renderer's true swaps as two more columns (SynthFaces; not real data)
+            result = swap.add_truth(result, model, dataset, truth_pairs)
         written = swap.save_swap(result, args.out, row_labels)
         console.print(
             f"wrote {written[0]} ({len(x1)} pair(s), swapped {'+'.join(names)}) and images in {args.out.with_suffix('')}/"
