@@ -83,10 +83,13 @@ def run_group(
     overrides: Sequence[str],
     seeds: Sequence[int],
     *,
-    train: Callable[[Any, Path], Path] | None = None,
+    train: Callable[[Any, Path], Path],
     log: Callable[[str], None] = lambda message: None,
 ) -> Path:
     """Train `recipe_path` (with `overrides`) once per seed into one group folder and return the folder.
+
+    `train(recipe, rundir)` trains one run into `rundir` (the CLI passes `factorlab.train.run_recipe`;
+    passing it keeps this module free of the training loop, which imports it through the leakage tables).
 
     Every recipe is loaded and validated before the first run starts, so a bad override fails at once.
     """
@@ -95,12 +98,6 @@ def run_group(
     if not seeds:
         raise FactorlabError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
     recipes = {seed: load_recipe(recipe_path, [*overrides, f"run.seed={seed}"]) for seed in seeds}
-    if train is None:
-        from factorlab.train import run_recipe
-
-        def train(recipe, rundir: Path) -> Path:
-            return run_recipe(recipe, rundir)
-
     first = recipes[seeds[0]]
     group = new_group_dir(first.run.output, first.run.name)
     info = {

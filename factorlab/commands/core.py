@@ -64,7 +64,7 @@ def run_command(parser: argparse.ArgumentParser) -> Handler:
                 recipe = load_recipe(args.recipe, overrides)
                 check_output(recipe)
                 check_model_size(recipe)
-                group = run_group(args.recipe, overrides, parse_seeds(args.seeds), log=console.print)
+                group = run_group(args.recipe, overrides, parse_seeds(args.seeds), train=run_recipe, log=console.print)
                 console.print(f"group folder: {group}")
                 return 0
             recipe = load_recipe(args.recipe, overrides)
