@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from factorlab import leakage, metrics, plots, progress, report
+from factorlab import leakage, metrics, progress, report
 from factorlab.data.loading import dataset_images
 from factorlab.errors import FactorlabError
 from factorlab.evalmetrics import MetricContext, call_metric
@@ -258,6 +258,7 @@ def evaluate_run(
     its list of metrics and each of `metric_options` ("dci.max_train=1000") sets one option on top of it.
     `probes=False` drops the `probes` metric.
     """
+    from factorlab import plots  # matplotlib: imported here, so `factorlab run` (quick_leakage) does not load it
     from factorlab.data.loading import build_dataset
     from factorlab.evalmetrics import metric_plan
     from factorlab.rundir import checkpoint_info, default_checkpoint, load_run, load_summary

@@ -300,13 +300,14 @@ class Reporter:
         if self.writer is not None:
             for key, value in record.items():
                 if key not in ("epoch", "split") and isinstance(value, (int, float)):
-                    self.writer.add_scalar(f"{record['split']}/{key}", value, record["epoch"])
+                    # TensorBoard's step is the epoch counted from 1, as the console and the plots count it
+                    self.writer.add_scalar(f"{record['split']}/{key}", value, record["epoch"] + 1)
             self.writer.flush()
 
     def add_image(self, tag: str, image, step: int) -> None:
-        """One picture (C, H, W: float in [0, 1] or uint8) into TensorBoard."""
+        """One picture (C, H, W: float in [0, 1] or uint8) into TensorBoard at epoch index `step` (shown from 1)."""
         if self.writer is not None:
-            self.writer.add_image(tag, image, step)
+            self.writer.add_image(tag, image, step + 1)
             self.writer.flush()
 
     def end_epoch(self, epoch: int, train: dict[str, float], val: dict[str, float]) -> None:
@@ -384,8 +385,14 @@ class Reporter:
         console.file.flush()
 
 
+_announced: set[str] = set()
+
+
 def announce(rundir: Path) -> None:
-    """The first line of a run: where its results go (`--quiet`: the bare path, for scripts)."""
+    """The first line of a run: where its results go (`--quiet`: the bare path, for scripts); once per folder."""
+    if str(rundir) in _announced:
+        return
+    _announced.add(str(rundir))
     if mode() == "quiet":
         if int(os.environ.get("RANK", "0") or 0) == 0:
             print(rundir, flush=True)

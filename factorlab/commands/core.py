@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,13 +45,14 @@ def run_command(parser: argparse.ArgumentParser) -> Handler:
         set_output_mode(args)
         from factorlab.recipe import check_output, load_recipe
         from factorlab.resources import check_model_size
-        from factorlab.train import resume_run, run_recipe
 
         if args.resume and args.seeds:
             raise FactorlabError("--resume and --seeds do not go together: resume each seed's run folder on its own")
         if args.resume:
             if args.recipe:
                 args.overrides = [args.recipe, *args.overrides]
+            from factorlab.train import resume_run
+
             resume_run(args.resume, overrides=args.overrides)
         else:
             if not args.recipe:
@@ -60,6 +62,7 @@ def run_command(parser: argparse.ArgumentParser) -> Handler:
             overrides = list(args.overrides) + ([f"run.output={json.dumps(str(args.out))}"] if args.out else [])
             if args.seeds is not None:
                 from factorlab.seeds import parse_seeds, run_group
+                from factorlab.train import run_recipe
 
                 recipe = load_recipe(args.recipe, overrides)
                 check_output(recipe)
@@ -69,8 +72,22 @@ def run_command(parser: argparse.ArgumentParser) -> Handler:
                 return 0
             recipe = load_recipe(args.recipe, overrides)
             check_output(recipe)
-            check_model_size(recipe)  # counted on the meta device: nothing is allocated
-            run_recipe(recipe)  # prints the run folder first and what to run next at the end
+            rundir = None
+            if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:  # name the folder at once: torch loads for seconds
+                from factorlab.progress import announce
+                from factorlab.runfolders import discard_unused_run_dir, new_run_dir
+
+                rundir = new_run_dir(recipe)
+                announce(rundir)
+            try:
+                check_model_size(recipe)  # counted on the meta device: nothing is allocated
+            except BaseException:
+                if rundir is not None:
+                    discard_unused_run_dir(rundir)
+                raise
+            from factorlab.train import run_recipe
+
+            run_recipe(recipe, rundir)  # prints the run folder first and what to run next at the end
         return 0
 
     return handle

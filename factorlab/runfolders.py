@@ -1,0 +1,34 @@
+"""Naming and making run folders: light (no torch), so the CLI names a run folder before torch loads."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+
+def new_run_dir(recipe) -> Path:
+    """runs/<name>-<timestamp>[-k] (`run.output`, `run.name` of `recipe`): created now, never reused."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(recipe.run.output) / f"{recipe.run.name}-{stamp}"
+    path, k = base, 1
+    while True:
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            k += 1
+            path = base.with_name(f"{base.name}-{k}")
+        except OSError as exc:
+            from factorlab.files import unwritable_error
+
+            raise unwritable_error(path, exc, "the run folder") from None
+
+
+def discard_unused_run_dir(rundir: Path) -> None:
+    """Remove a run folder that set-up failed to fill (nothing but the resolved recipe): no empty runs to list."""
+    rundir = Path(rundir)
+    if rundir.is_dir() and {p.name for p in rundir.iterdir()} <= {"recipe.toml"}:
+        with contextlib.suppress(OSError):
+            (rundir / "recipe.toml").unlink(missing_ok=True)
+            rundir.rmdir()
