@@ -466,12 +466,13 @@ def load(
 
 def resolve(device: str) -> torch.device:
     """'auto' (a GPU when there is one), 'cpu', 'cuda', 'cuda:1', 'mps'; a clear error for a device that is absent."""
-    from factorlab.train import resolve_device
+    from factorlab.runtime import resolve_device
 
     try:
         return resolve_device(device)
-    except (RuntimeError, ValueError) as exc:
-        raise FactorlabError(f"device {device!r}: {exc}; use auto, cpu or cuda") from None
+    except (FactorlabError, RuntimeError, ValueError) as exc:  # its message speaks of run.device: say --device
+        reason = str(exc).replace("run.device", "device")
+        raise FactorlabError(f"--device {device}: {reason}") from None
 
 
 def _as_list(images: Any) -> list:

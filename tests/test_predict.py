@@ -245,6 +245,7 @@ def test_user_errors_exit_2_with_a_message(run: Path, tmp_path: Path) -> None:
         ((str(run), str(tmp_path / "empty"), "--batch-size", "0"), "--batch-size 0"),
         ((str(tmp_path / "model.onnx"), str(tmp_path / "empty")), "ONNX file not found"),
         ((str(run), str(run)), "is a run folder, not a folder of images"),
+        ((str(run), str(tmp_path / "empty"), "--device", "gpu"), "--device gpu: unknown device"),
     ]:
         result = run_cli("predict", *args)
         assert result.returncode == 2, (args, result.stderr)
