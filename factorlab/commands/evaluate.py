@@ -203,19 +203,19 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
         if args.swap:
             from factorlab.swap import evaluate_swaps, format_scores
 
-            erased_model, out = None, None
+            erased_model, swap_dir = None, None  # not `out`: the report's folder is printed below
             if args.erase:  # the swaps of the LEACE-erased codes, with the erasers this evaluation fitted
                 from factorlab.erasure import erase_model, load_erasers
                 from factorlab.evaluate import ERASED
                 from factorlab.swap import load_decoder_run
 
-                out = args.rundir / ERASED
+                swap_dir = args.rundir / ERASED
                 erased_model = erase_model(
-                    load_decoder_run(args.rundir, args.checkpoint)[1], load_erasers(out / "erasers.pt")
+                    load_decoder_run(args.rundir, args.checkpoint)[1], load_erasers(swap_dir / "erasers.pt")
                 )
             scores = evaluate_swaps(
                 args.rundir, split=args.split, pairs=args.swap, seed=args.seed, checkpoint=args.checkpoint,
-                model=erased_model, out_dir=out,
+                model=erased_model, out_dir=swap_dir,
             )  # fmt: skip
             console.print(format_scores(scores))
         console.print(f"what this run shows: {what_this_run_shows(result)}", soft_wrap=True, markup=False)
