@@ -40,6 +40,7 @@ TINY = [
     "run.max_steps_per_epoch=3",
 ]
 CATCH_ALL = "This is not a known user error"
+pytestmark = pytest.mark.slow  # ~100 CLI processes: about 3.5 CPU-minutes, run four at a time
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 MOUNTS: list[Path] = []
 
