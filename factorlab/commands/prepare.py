@@ -102,12 +102,22 @@ def add_prepare_command(parser: argparse.ArgumentParser) -> Callable[[argparse.N
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="data-set options, e.g. align=landmarks")
     parser.add_argument("--root", type=Path, required=True, help="the data set's folder, in its official layout")
     parser.add_argument("--out", type=Path, help="cache folder (default .factorlab-cache/DATASET-SIZE)")
-    parser.add_argument("--image-size", type=types.int_range(16, 1024, "an image side"), default=160, help="side of the square face crops (default 160)")
+    parser.add_argument(
+        "--image-size",
+        type=types.int_range(16, 1024, "an image side"),
+        default=160,
+        help="side of the square face crops (default 160)",
+    )
     parser.add_argument("--shard-size", type=types.count, default=1000, help="images per shard (default 1000)")
     parser.add_argument(
-        "--workers", type=types.count, default=max(1, min(4, (os.cpu_count() or 1) - 1)), help="worker processes (spawned)"
+        "--workers",
+        type=types.count,
+        default=max(1, min(4, (os.cpu_count() or 1) - 1)),
+        help="worker processes (spawned)",
     )
-    parser.add_argument("--device", type=types.device, default="cpu", help="device MTCNN runs on, e.g. cuda (then use --workers 1)")
+    parser.add_argument(
+        "--device", type=types.device, default="cpu", help="device MTCNN runs on, e.g. cuda (then use --workers 1)"
+    )
     parser.add_argument("--batch-size", type=types.count, default=16, help="images per MTCNN batch")
     allow_options_between_positionals(parser)
     parser.epilog = "example: factorlab prepare affectnet --root /data/AffectNet --image-size 160 align=landmarks"
