@@ -291,3 +291,43 @@ def test_grid_has_no_true_swap_for_real_data(tiny_model, tmp_path) -> None:
     result = swap.add_truth(swap.synthesize(model, images[:1], images[1:]), model, real, [(0, 1)])
     assert result.truth1 is None and len(result.columns()) == 6
     assert np.asarray(swap.swap_grid(result)).shape[1] == swap.GridLayout(1, 32 * swap.tile_scale(32)).size[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# the benchmarks of docs/swap.md
+
+
+def _bench(*args: str) -> str:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_swap_seeds_averages_the_seeds_swap_scores(tmp_path) -> None:
+    import json
+
+    group = tmp_path / "group"
+    for seed, (psnr, expression) in enumerate([(15.0, 0.2), (16.0, 0.3)]):
+        image = {"psnr": psnr, "ssim": 0.5}
+        accuracy = {"expression": expression, "identity": 0.4}
+        scores = {
+            "pairs": 500,
+            "image": {"swap": image, "reconstruction": image, "x1": image, "x2": image},
+            "accuracy": {a: accuracy for a in ("swap", "reconstruction", "x1", "x2")}
+            | {"truth": {"expression": 0.5, "identity": 0.8}},
+        }
+        (group / f"seed-{seed}").mkdir(parents=True)
+        (group / f"seed-{seed}" / "swap_scores.json").write_text(json.dumps(scores))
+    out = _bench("benchmarks/swap_seeds.py", str(group))
+    assert "2 seeds, 500 pairs" in out
+    assert "| swap | 15.50 ± 0.71 | 0.500 ± 0.000 | 0.250 ± 0.071 | 0.400 ± 0.000 |" in out
+    assert "| swap / ceiling | | | 0.500 ± 0.141 | 0.500 ± 0.000 |" in out
+
+
+def test_decoder_losses_benchmark_runs_every_variant() -> None:
+    out = _bench("benchmarks/decoder_losses.py", "--smoke")
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 4 and all(float(row.rsplit("|", 2)[1]) > 0 for row in rows)
