@@ -95,6 +95,8 @@ def evaluate(out: Path, setting: str, method: str, seed: int, max_samples: int, 
 
 
 def _row(rundir: Path, erased: bool) -> dict:
+    from factorlab.leakage import normalised
+
     summary = json.loads((rundir / "summary.json").read_text(encoding="utf-8"))
     ev = json.loads((rundir / ("leace/eval.json" if erased else "eval.json")).read_text(encoding="utf-8"))
     (leak,) = [r for r in ev["leakage"] if (r["factor"], r["code"]) == ("expression", "nonexp")]
@@ -107,7 +109,7 @@ def _row(rundir: Path, erased: bool) -> dict:
         "linear": leak["linear_probe"],
         "mlp": leak["mlp_probe"],
         "chance": leak["chance"],
-        "mlp_normalised": leak["mlp_normalised"],
+        "mlp_normalised": normalised(leak["mlp_probe"], leak["chance"], test["head/expression/exp/accuracy"]),
         "identity_mlp": identity["mlp"]["accuracy"],
         "identity_chance": identity["mlp"]["chance"],
         "train_s": summary["wall_time_s"],

@@ -7,7 +7,8 @@ the factor from its own code. The normalised leakage
 
     (probe - chance) / (head - chance)
 
-is 0 when the probe is at chance and 1 when the code tells the factor as well as the head does.
+is 0 when the probe is at chance and 1 when the code tells the factor as well as the head does (undefined
+when the head itself is less than 2 points above chance).
 
 - `quick_leakage`: a cheap linear probe per adversary (seconds) for the end-of-run summary of `factorlab run`;
 - `leakage_rows`: the headline table of `factorlab eval` (linear and MLP probes of the `probes` metric);
@@ -31,9 +32,14 @@ QUICK_SAMPLES = 2000
 QUICK_STEPS = 200
 
 
+#: the normalised leakage needs a head this far above chance; closer, the ratio divides by noise
+MIN_HEAD_GAP = 0.02
+
+
 def normalised(probe: float | None, chance: float | None, head: float | None) -> float | None:
-    """(probe - chance) / (head - chance); None when a value is missing or the head is not above chance."""
-    if probe is None or chance is None or head is None or not head > chance:
+    """(probe - chance) / (head - chance); None when a value is missing or the head is less than 2 points
+    (MIN_HEAD_GAP) above chance, where the ratio is meaningless."""
+    if probe is None or chance is None or head is None or head - chance < MIN_HEAD_GAP:
         return None
     return (probe - chance) / (head - chance)
 

@@ -184,6 +184,7 @@ def test_normalised_leakage() -> None:
     assert normalised(0.125, 0.125, 0.725) == 0.0
     assert math.isclose(normalised(0.425, 0.125, 0.725), 0.5)
     assert normalised(0.5, 0.125, 0.125) is None and normalised(None, 0.1, 0.5) is None
+    assert normalised(0.2, 0.125, 0.14) is None  # a head 1.5 points above chance: the ratio would divide by noise
 
 
 # ---------------------------------------------------------------------------------------------
