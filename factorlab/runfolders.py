@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 
-def new_run_dir(recipe) -> Path:
-    """runs/<name>-<timestamp>[-k] (`run.output`, `run.name` of `recipe`): created now, never reused."""
+def new_stamped_dir(output: Path | str, name: str, what: str = "the run folder") -> Path:
+    """<output>/<name>-<timestamp>[-k]: created now, never reused (run folders and seed-group folders)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(recipe.run.output) / f"{recipe.run.name}-{stamp}"
+    base = Path(output) / f"{name}-{stamp}"
     path, k = base, 1
     while True:
         try:
@@ -22,7 +22,12 @@ def new_run_dir(recipe) -> Path:
         except OSError as exc:
             from factorlab.files import unwritable_error
 
-            raise unwritable_error(path, exc, "the run folder") from None
+            raise unwritable_error(path, exc, what) from None
+
+
+def new_run_dir(recipe) -> Path:
+    """runs/<name>-<timestamp>[-k] (`run.output`, `run.name` of `recipe`): created now, never reused."""
+    return new_stamped_dir(recipe.run.output, recipe.run.name)
 
 
 def discard_unused_run_dir(rundir: Path) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 from factorlab import report
 from factorlab.errors import FactorlabError
 from factorlab.files import atomic_write_text
+from factorlab.runfolders import new_stamped_dir
 from factorlab.stats import ALPHA as ALPHA  # re-exported: the statistics live in factorlab.stats
 from factorlab.stats import Stat as Stat
 from factorlab.stats import describe, verdict, welch_p
@@ -66,16 +67,7 @@ def seed_dir(group: Path, seed: int) -> Path:
 
 def new_group_dir(output: Path, name: str) -> Path:
     """<output>/<name>-<timestamp>[-k]: created now, never reused."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(output) / f"{name}-{stamp}"
-    path, k = base, 1
-    while True:
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            k += 1
-            path = base.with_name(f"{base.name}-{k}")
+    return new_stamped_dir(output, name, "the seed-group folder")
 
 
 def run_group(
