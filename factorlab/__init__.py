@@ -5,17 +5,19 @@ from __future__ import annotations
 from importlib import metadata
 
 from factorlab import api
+
+# the plugin API's light names, re-exported (`X as X`); its torch-based ones load on first use (__getattr__)
 from factorlab.api import (
-    KINDS,
-    DataError,
-    Factor,
-    FactorlabError,
-    MetricContext,
-    NoOptions,
-    PluginError,
-    RecipeError,
-    Register,
-    hookimpl,
+    KINDS as KINDS,
+    DataError as DataError,
+    Factor as Factor,
+    FactorlabError as FactorlabError,
+    MetricContext as MetricContext,
+    NoOptions as NoOptions,
+    PluginError as PluginError,
+    RecipeError as RecipeError,
+    Register as Register,
+    hookimpl as hookimpl,
 )
 
 try:
@@ -56,34 +58,6 @@ def __getattr__(name: str):
 
 
 # The plugin API (factorlab.api) plus the library's entry points.
-__all__ = [  # the plugin API (factorlab.api.__all__) plus the library's entry points
-    "Adversary",
-    "DataError",
-    "Factor",
-    "FactorDataset",
-    "FactorlabError",
-    "KINDS",
-    "MetricContext",
-    "NoOptions",
-    "PluginError",
-    "Predictor",
-    "RecipeError",
-    "Register",
-    "Sample",
-    "Scan",
-    "Skipped",
-    "Source",
-    "SourceConfig",
-    "__version__",
-    "adversary_loss",
-    "build_model",
-    "classification_loss",
-    "dann_lambda",
-    "grad_reverse",
-    "hookimpl",
-    "load",
-    "load_recipe",
-    "mlp_classifier",
-    "remap_labels",
-    "uniform_confusion",
-]
+# The plugin API (factorlab.api) plus the library's entry points.
+__all__ = ["Predictor", "__version__", "build_model", "load", "load_recipe"]
+__all__ += api.__all__

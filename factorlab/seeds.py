@@ -28,9 +28,13 @@ from factorlab import report
 from factorlab.errors import FactorlabError
 from factorlab.files import atomic_write_text
 from factorlab.runfolders import new_stamped_dir
-from factorlab.stats import ALPHA as ALPHA  # re-exported: the statistics live in factorlab.stats
-from factorlab.stats import Stat as Stat
-from factorlab.stats import describe, verdict, welch_p
+from factorlab.stats import (
+    ALPHA as ALPHA,  # re-exported: the statistics live in factorlab.stats
+    Stat as Stat,
+    describe,
+    verdict,
+    welch_p,
+)
 
 GROUP_FILE = "group.json"
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from factorlab.erasure import EnsembleAdversary, apply_eraser, fit_erasers, load_erasers, normalised_hsic
 from factorlab.leakage import QUICK_KEY, normalised

@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from sklearn.metrics import confusion_matrix as sk_confusion
-from sklearn.metrics import f1_score, mutual_info_score
+from hypothesis import given, settings, strategies as st
+from sklearn.metrics import confusion_matrix as sk_confusion, f1_score, mutual_info_score
 
 from factorlab import metrics
 from factorlab.errors import FactorlabError

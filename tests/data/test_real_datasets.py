@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from factorlab.data import affectnet, ckplus, fer2013, imagefolder, rafdb
 from factorlab.data.align import TEMPLATE_5, FaceCropper, MTCNNDetector, align_landmarks, similarity_transform
