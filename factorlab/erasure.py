@@ -194,6 +194,16 @@ def ensemble(config: EnsembleConfig, *, in_features: int, num_classes: int) -> E
 # LEACE (post hoc)
 
 
+def _concept_erasure():
+    """The `concept_erasure` module, imported without the FutureWarning that recent torch gives for its torch.jit.script."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+        import concept_erasure
+    return concept_erasure
+
+
 def fit_erasers(
     train_codes: Mapping[str, np.ndarray],
     train_labels: Mapping[str, np.ndarray],
@@ -205,7 +215,7 @@ def fit_erasers(
     Fitted on the train split's codes against the concatenated one-hot labels of those factors, in float64.
     Returns code -> `concept_erasure.LeaceEraser` (call it on a float tensor of the code's rows).
     """
-    from concept_erasure import LeaceFitter
+    LeaceFitter = _concept_erasure().LeaceFitter
 
     by_code: dict[str, list[str]] = {}
     for factor, code in pairs:
@@ -250,9 +260,7 @@ class ErasedBranch(nn.Module):
 
     @property
     def eraser(self):
-        from concept_erasure import LeaceEraser
-
-        return LeaceEraser(self.proj_left, self.proj_right, self.bias)
+        return _concept_erasure().LeaceEraser(self.proj_left, self.proj_right, self.bias)
 
     def forward(self, features: Tensor) -> Tensor:
         code = self.branch(features)
@@ -285,7 +293,6 @@ def save_erasers(erasers: Mapping[str, object], path) -> None:
 
 def load_erasers(path) -> dict[str, object]:
     """The erasers `save_erasers` wrote (code -> `concept_erasure.LeaceEraser`)."""
-    from concept_erasure import LeaceEraser
-
+    LeaceEraser = _concept_erasure().LeaceEraser
     state = torch.load(path, map_location="cpu", weights_only=True)
     return {code: LeaceEraser(v["proj_left"], v["proj_right"], v["bias"]) for code, v in state.items()}
