@@ -331,3 +331,19 @@ def test_decoder_losses_benchmark_runs_every_variant() -> None:
     out = _bench("benchmarks/decoder_losses.py", "--smoke")
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == 4 and all(float(row.rsplit("|", 2)[1]) > 0 for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ('loss.reconstruction_options={terms=[{type="l3"}]}', "terms.0.type: unknown loss 'l3'"),
+        ('loss.reconstruction_options={terms=[{type="patchgan", options={loss="wgan"}}]}', "terms.0.options"),
+        ("decoder.norm=layer", "decoder.norm"),
+    ],
+)
+def test_bad_decoder_and_loss_options_exit_2_naming_the_key(override: str, words: str) -> None:
+    from factorlab.testing import run_cli
+
+    result = run_cli("validate", str(SWAP_RECIPE), override)
+    assert result.returncode == 2 and words in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
