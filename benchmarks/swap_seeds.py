@@ -1,11 +1,12 @@
 """Mean and standard deviation over seeds of the swap scores of seed groups (issue 18).
 
-    python benchmarks/swap_seeds.py GROUP [GROUP ...]
+    python benchmarks/swap_seeds.py GROUP [GROUP ...] [--pool]
 
 GROUP is a folder written by `factorlab run RECIPE --seeds 0,1,2`; each of its seed-*/ runs must hold the
 swap_scores.json that `factorlab eval RUNDIR --swap` (or `factorlab swap --run RUNDIR --score`) writes.
 Prints one markdown table per group: each answer's PSNR, SSIM and judge accuracies, mean +- sd (n seeds),
 and the swap's accuracies as a fraction of the judge's ceiling (its accuracy on the true swapped images).
+With --pool, the seeds of all the groups make one table (one recipe whose seeds were run in several groups).
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ def _cell(values: list[float], digits: int) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
 
 
-def table(group: Path) -> str:
-    scores = [json.loads(p.read_text()) for p in sorted(group.glob("seed-*/swap_scores.json"))]
-    if not scores:
-        raise SystemExit(f"error: no seed-*/swap_scores.json in {group}; run factorlab eval RUNDIR --swap first")
+def table(*groups: Path) -> str:
+    scores = []
+    for group in groups:
+        found = [json.loads(p.read_text()) for p in sorted(group.glob("seed-*/swap_scores.json"))]
+        if not found:
+            raise SystemExit(f"error: no seed-*/swap_scores.json in {group}; run factorlab eval RUNDIR --swap first")
+        scores += found
     factors = list(scores[0]["accuracy"]["swap"])
     lines = [
-        f"{group.name}: {len(scores)} seeds, {scores[0]['pairs']} pairs each (both directions)",
+        f"{' + '.join(g.name for g in groups)}: {len(scores)} seeds, {scores[0]['pairs']} pairs each (both directions)",
         "",
         "| answer | PSNR dB | SSIM | " + " | ".join(f"{f} acc" for f in factors) + " |",
         "| --- | ---: | ---: | " + " | ".join("---:" for _ in factors) + " |",
@@ -47,6 +51,10 @@ def table(group: Path) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
+    args = [a for a in sys.argv[1:] if a != "--pool"]
+    if not args:
         raise SystemExit(__doc__)
-    print("\n\n".join(table(Path(arg)) for arg in sys.argv[1:]))
+    if "--pool" in sys.argv[1:]:
+        print(table(*map(Path, args)))
+    else:
+        print("\n\n".join(table(Path(arg)) for arg in args))

@@ -325,6 +325,8 @@ def test_swap_seeds_averages_the_seeds_swap_scores(tmp_path) -> None:
     assert "2 seeds, 500 pairs" in out
     assert "| swap | 15.50 ± 0.71 | 0.500 ± 0.000 | 0.250 ± 0.071 | 0.400 ± 0.000 |" in out
     assert "| swap / ceiling | | | 0.500 ± 0.141 | 0.500 ± 0.000 |" in out
+    pooled = _bench("benchmarks/swap_seeds.py", str(group), str(group), "--pool")  # the same group twice: 4 seeds
+    assert "group + group: 4 seeds" in pooled and "| swap | 15.50 ± 0.58 |" in pooled
 
 
 def test_decoder_losses_benchmark_runs_every_variant() -> None:
