@@ -35,6 +35,7 @@ METHODS = (
     "mlp",
     "ensemble",
     "hsic",
+    "hsic-w3",
     "hsic-w1",
 )  # recipes; LEACE rows are `none` / `uniform` + --erase
 ERASED = ("none", "uniform")
