@@ -62,7 +62,6 @@ class CosineHeadConfig(BaseModel):
     scale: float = Field(16.0, gt=0.0, description="Initial scale of the cosines (learned; normalised softmax).")
 
 
-
 @factorlab.hookimpl
 def factorlab_register_factors(register):
     register(
