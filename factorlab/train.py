@@ -5,6 +5,9 @@ DETACHED codes with cross-entropy to the true labels (L_adv). Main step: encoder
 (and decoder) are updated with beta_rec L_r + beta_cls sum L_cls + beta_adv sum L_adv_En, the
 adversaries frozen (their parameters get no gradient) while gradient flows through them to the codes.
 Computing the codes once is exact: the encoder does not change during the adversary step.
+When the reconstruction loss owns a discriminator (`patchgan`, factorlab.image_losses), a discriminator
+step between the two updates it alone on the real images and the detached reconstructions; it is frozen
+in the main step. Without one, the step is exactly the paper's.
 
 Works unchanged under `torchrun --nproc_per_node=N -m factorlab run ...` (DistributedDataParallel).
 """
