@@ -349,3 +349,14 @@ def test_bad_decoder_and_loss_options_exit_2_naming_the_key(override: str, words
     result = run_cli("validate", str(SWAP_RECIPE), override)
     assert result.returncode == 2 and words in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_the_discriminator_resumes_with_the_trainer() -> None:
+    trainer, (images, labels) = _gan_trainer()
+    trainer.step(images, labels)
+    state = trainer.state_dict()
+    fresh, _ = _gan_trainer()  # same seed: the same initial weights, then overwritten by the state
+    fresh.load_state_dict(state)
+    saved = trainer.reconstruction.state_dict()
+    assert all(torch.equal(v, fresh.reconstruction.state_dict()[k]) for k, v in saved.items())
+    assert fresh.disc_opt.state_dict()["state"], "the discriminator's Adam moments came back"
