@@ -118,3 +118,11 @@ def test_paper_table_compares_only_what_both_groups_have() -> None:
     assert rows[0][2] == "71.00% ± 1.00 (n=3)" and rows[0][3] == "–" and rows[0][4] == "–"
     assert rows[1][3].endswith("differs") and rows[1][4] == "12.33% ± 0.58 (n=3)"
     assert rows[1][5] == "–"  # the baseline has no adversary to compare with
+
+
+def test_overrides_may_follow_the_seeds_option() -> None:
+    from factorlab.cli import build_parser
+
+    args = build_parser().parse_args(["run", "recipes/quickstart.toml", "--seeds", "0,1,2", "run.epochs=1", "a.b=2"])
+    assert args.recipe == "recipes/quickstart.toml" and args.overrides == ["run.epochs=1", "a.b=2"]
+    assert args.seeds is not None

@@ -38,3 +38,20 @@ def device(text: str) -> str:
             f"unknown device {text!r}; use one of auto, cpu, cuda, cuda:N (e.g. cuda:1), mps"
         )
     return text
+
+
+def allow_options_between_positionals(parser: argparse.ArgumentParser) -> None:
+    """Let `prepare DATASET --root R key=value` parse: plain argparse stops taking positionals after an option."""
+    plain = parser.parse_known_args
+    inside = [False]
+
+    def parse_known_args(args=None, namespace=None):
+        if inside[0]:  # parse_known_intermixed_args calls back into parse_known_args
+            return plain(args, namespace)
+        inside[0] = True
+        try:
+            return parser.parse_known_intermixed_args(args, namespace)
+        finally:
+            inside[0] = False
+
+    parser.parse_known_args = parse_known_args

@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from factorlab.commands import args as types
+from factorlab.commands.args import allow_options_between_positionals
 from factorlab.errors import DataError, RecipeError
 
 
@@ -75,23 +76,6 @@ def config_from_args(source, root: Path, overrides: list[str]):
         raise RecipeError(
             f"options of data set {source.name!r} are not valid:\n" + "\n".join(lines) + f"\n  (its keys: {fields})"
         ) from None
-
-
-def allow_options_between_positionals(parser: argparse.ArgumentParser) -> None:
-    """Let `prepare DATASET --root R key=value` parse: plain argparse stops taking positionals after an option."""
-    plain = parser.parse_known_args
-    inside = [False]
-
-    def parse_known_args(args=None, namespace=None):
-        if inside[0]:  # parse_known_intermixed_args calls back into parse_known_args
-            return plain(args, namespace)
-        inside[0] = True
-        try:
-            return parser.parse_known_intermixed_args(args, namespace)
-        finally:
-            inside[0] = False
-
-    parser.parse_known_args = parse_known_args
 
 
 def add_prepare_command(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
