@@ -30,6 +30,30 @@ def concat_codes(codes: Sequence[Tensor]) -> Tensor:
     return torch.cat([m.expand(-1, -1, h, w) for m in maps], dim=1)
 
 
+def code_hw(in_shape: tuple[int, ...], decoder: str) -> tuple[int, int]:
+    """The spatial size of the decoder's input: (1, 1) for flat codes (C,), (H, W) for maps (C, H, W)."""
+    if len(in_shape) not in (1, 3):
+        raise RecipeError(f"decoder {decoder} takes codes of shape (C,) or (C, H, W), got {tuple(in_shape)}")
+    return (1, 1) if len(in_shape) == 1 else (in_shape[1], in_shape[2])
+
+
+def code_grid(codes: Tensor | Sequence[Tensor], in_hw: tuple[int, int]) -> Tensor:
+    """Codes (concatenated when several) as a (B, C, H, W) map of the decoder's input size."""
+    x = codes if isinstance(codes, Tensor) else concat_codes(codes)
+    if x.dim() == 2:
+        x = x[:, :, None, None]
+    if tuple(x.shape[-2:]) != in_hw:
+        x = F.adaptive_avg_pool2d(x, in_hw)
+    return x
+
+
+def to_image_size(x: Tensor, image_size: int) -> Tensor:
+    """Bilinearly resize a decoded image to `image_size` (a convex combination: it stays in [0, 1])."""
+    if x.shape[-1] != image_size or x.shape[-2] != image_size:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    return x
+
+
 class Deconv6(nn.Module):
     """Six ConvTranspose2d layers, leaky ReLU between them, sigmoid last: codes -> (B, 3, size, size) in [0, 1].
 
@@ -54,22 +78,14 @@ class Deconv6(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, codes: Tensor | Sequence[Tensor]) -> Tensor:
-        x = codes if isinstance(codes, Tensor) else concat_codes(codes)
-        if x.dim() == 2:
-            x = x[:, :, None, None]
-        if tuple(x.shape[-2:]) != self.in_hw:
-            x = F.adaptive_avg_pool2d(x, self.in_hw)
+        x = code_grid(codes, self.in_hw)
         x = self.layers(x)
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        return x
+        return to_image_size(x, self.image_size)
 
 
 def deconv6(config: Deconv6Config, *, in_shape: tuple[int, ...], image_size: int) -> Deconv6:
     """Six deconvolutions with leaky ReLU, sigmoid last (the paper's De); `in_shape` is (C,) or (C, H, W)."""
-    if len(in_shape) not in (1, 3):
-        raise RecipeError(f"decoder deconv6 takes codes of shape (C,) or (C, H, W), got {tuple(in_shape)}")
-    hw = (1, 1) if len(in_shape) == 1 else (in_shape[1], in_shape[2])
+    hw = code_hw(in_shape, "deconv6")
     return Deconv6(in_shape[0], hw, image_size, config.widths, config.negative_slope)
 
 
@@ -133,20 +149,12 @@ class ResUp(nn.Module):
         )
 
     def forward(self, codes: Tensor | Sequence[Tensor]) -> Tensor:
-        x = codes if isinstance(codes, Tensor) else concat_codes(codes)
-        if x.dim() == 2:
-            x = x[:, :, None, None]
-        if tuple(x.shape[-2:]) != self.in_hw:
-            x = F.adaptive_avg_pool2d(x, self.in_hw)
+        x = code_grid(codes, self.in_hw)
         x = self.to_rgb(self.blocks(self.stem(x)))
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        return x
+        return to_image_size(x, self.image_size)
 
 
 def resup(config: ResUpConfig, *, in_shape: tuple[int, ...], image_size: int) -> ResUp:
     """Residual upsampling blocks with normalisation, sigmoid last; `in_shape` is (C,) or (C, H, W)."""
-    if len(in_shape) not in (1, 3):
-        raise RecipeError(f"decoder resup takes codes of shape (C,) or (C, H, W), got {tuple(in_shape)}")
-    hw = (1, 1) if len(in_shape) == 1 else (in_shape[1], in_shape[2])
+    hw = code_hw(in_shape, "resup")
     return ResUp(in_shape[0], hw, image_size, config.widths, config.norm, config.negative_slope)

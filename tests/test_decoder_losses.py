@@ -14,19 +14,13 @@ from factorlab.data.loading import build_dataset, to_device
 from factorlab.model import build_model, resolve_factors
 from factorlab.plugins import get_host
 from factorlab.recipe import load_recipe
+from factorlab.testing import TINY_SYNTH, changed, snapshot
 from factorlab.train import Trainer
 from factorlab.weights import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 SWAP_RECIPE = ROOT / "recipes" / "synth" / "swap.toml"
-TINY = [
-    "data.identities=12",
-    "data.samples_per_identity=16",
-    "data.image_size=32",
-    "run.batch_size=16",
-    "run.epochs=1",
-    "run.max_steps_per_epoch=3",
-]
+TINY = TINY_SYNTH
 
 
 def _part(kind: str, name: str, options: dict | None = None, **kwargs):
@@ -198,37 +192,28 @@ def _gan_trainer():
     return trainer, to_device(batch, torch.device("cpu"))
 
 
-def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items() if v.dtype.is_floating_point}
-
-
-def _changed(before: dict, module: torch.nn.Module) -> set[str]:
-    after = module.state_dict()
-    return {k for k, v in before.items() if not torch.equal(v, after[k])}
-
-
 def test_discriminator_step_moves_only_the_discriminator() -> None:
     trainer, (images, labels) = _gan_trainer()
     assert trainer.disc_opt is not None
     out = trainer.net(images)
-    net_before, disc_before = _snapshot(trainer.model.net), _snapshot(trainer.reconstruction)
-    adv_before = _snapshot(trainer.model.adversaries)
+    net_before, disc_before = snapshot(trainer.model.net), snapshot(trainer.reconstruction)
+    adv_before = snapshot(trainer.model.adversaries)
     stats = trainer.discriminator_step(images, out["reconstruction"])
     assert torch.isfinite(stats["discriminator/loss"])
-    assert _changed(net_before, trainer.model.net) == set()
-    assert _changed(adv_before, trainer.model.adversaries) == set()
-    assert _changed(disc_before, trainer.reconstruction), "the discriminator moved"
+    assert changed(net_before, trainer.model.net) == set()
+    assert changed(adv_before, trainer.model.adversaries) == set()
+    assert changed(disc_before, trainer.reconstruction), "the discriminator moved"
 
 
 def test_main_step_freezes_the_discriminator_but_trains_the_decoder_through_it() -> None:
     trainer, (images, labels) = _gan_trainer()
     out = trainer.net(images)
-    net_before, disc_before = _snapshot(trainer.model.net), _snapshot(trainer.reconstruction)
+    net_before, disc_before = snapshot(trainer.model.net), snapshot(trainer.reconstruction)
     stats = trainer.main_step(images, out, labels)
     assert torch.isfinite(stats["reconstruction/loss"])
-    assert _changed(disc_before, trainer.reconstruction) == set()
+    assert changed(disc_before, trainer.reconstruction) == set()
     assert all(p.grad is None for p in trainer.disc_params), "no gradient reached the discriminator"
-    assert any(k.startswith("decoder.") for k in _changed(net_before, trainer.model.net))
+    assert any(k.startswith("decoder.") for k in changed(net_before, trainer.model.net))
     assert all(p.requires_grad for p in trainer.disc_params), "the discriminator is unfrozen again"
     # the full step runs both and keeps the discriminator's state with the trainer's (resume)
     trainer.step(images, labels)

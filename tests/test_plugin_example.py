@@ -37,7 +37,7 @@ def site(tmp_path_factory) -> dict[str, str]:
 
 def test_the_docs_show_the_example_package_as_it_is() -> None:
     docs = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
-    for path in [EXAMPLE / "pyproject.toml", EXAMPLE / "pose.toml", *sorted(EXAMPLE.rglob("*.py"))]:
+    for path in [EXAMPLE / "pyproject.toml", EXAMPLE / "pose.toml", *sorted(EXAMPLE.glob("*/*.py"))]:
         assert path.read_text(encoding="utf-8").strip() in docs, f"docs/plugins.md does not show {path.name} as it is"
 
 

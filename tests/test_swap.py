@@ -19,18 +19,11 @@ from factorlab.data.loading import build_dataset
 from factorlab.errors import FactorlabError
 from factorlab.model import Disentangler, build_model, resolve_factors
 from factorlab.recipe import load_recipe
-from factorlab.testing import run_cli
+from factorlab.testing import TINY_SYNTH, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "synth" / "identity-swap.toml"
-TINY = [
-    "data.identities=12",
-    "data.samples_per_identity=16",
-    "data.image_size=32",
-    "run.batch_size=16",
-    "run.epochs=1",
-    "run.max_steps_per_epoch=3",
-]
+TINY = TINY_SYNTH
 
 
 @pytest.fixture(scope="module")

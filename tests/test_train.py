@@ -14,7 +14,7 @@ import torch
 from factorlab.data.loading import build_dataset, to_device
 from factorlab.model import build_model, resolve_factors
 from factorlab.recipe import load_recipe
-from factorlab.testing import run_cli
+from factorlab.testing import changed, run_cli, snapshot
 from factorlab.train import Trainer, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,39 +41,30 @@ def _setup(overrides=()):
     return trainer, to_device(batch, torch.device("cpu"))
 
 
-def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items() if v.dtype.is_floating_point}
-
-
-def _changed(before: dict, module: torch.nn.Module) -> set[str]:
-    after = module.state_dict()
-    return {k for k, v in before.items() if not torch.equal(v, after[k])}
-
-
 def test_adversary_step_moves_only_the_adversaries() -> None:
     trainer, (images, labels) = _setup()
     out = trainer.net(images)  # (the forward pass itself updates BatchNorm statistics)
-    net_before, adv_before = _snapshot(trainer.model.net), _snapshot(trainer.model.adversaries)
+    net_before, adv_before = snapshot(trainer.model.net), snapshot(trainer.model.adversaries)
     trainer.adversary_step(out["codes"], labels)
-    assert _changed(net_before, trainer.model.net) == set()
-    assert _changed(adv_before, trainer.model.adversaries) == set(adv_before)
+    assert changed(net_before, trainer.model.net) == set()
+    assert changed(adv_before, trainer.model.adversaries) == set(adv_before)
 
 
 def test_main_step_freezes_the_adversaries_but_trains_through_them() -> None:
     # beta_cls = 0: the encoder can only move through the adversary's uniform-confusion loss.
     trainer, (images, labels) = _setup(["loss.beta_cls=0"])
     out = trainer.net(images)
-    net_before, adv_before = _snapshot(trainer.model.net), _snapshot(trainer.model.adversaries)
+    net_before, adv_before = snapshot(trainer.model.net), snapshot(trainer.model.adversaries)
     codes = out["codes"]
     for code in codes.values():
         code.retain_grad()
     trainer.main_step(images, out, labels)
-    assert _changed(adv_before, trainer.model.adversaries) == set()
+    assert changed(adv_before, trainer.model.adversaries) == set()
     assert all(p.grad is None for p in trainer.model.adversaries.parameters())
     assert codes["nonexp"].grad is not None and codes["nonexp"].grad.abs().sum() > 0
-    changed = _changed(net_before, trainer.model.net)
-    assert any(k.startswith("branches.nonexp") for k in changed) and any(k.startswith("encoder.") for k in changed)
-    assert not any(k.startswith("branches.exp.") for k in changed), "the exp branch gets no gradient without L_cls"
+    moved = changed(net_before, trainer.model.net)
+    assert any(k.startswith("branches.nonexp") for k in moved) and any(k.startswith("encoder.") for k in moved)
+    assert not any(k.startswith("branches.exp.") for k in moved), "the exp branch gets no gradient without L_cls"
     assert all(p.requires_grad for p in trainer.model.adversaries.parameters()), "adversaries are unfrozen again"
 
 
@@ -206,9 +197,9 @@ def test_adversary_weight_zero_leaves_the_encoder_alone() -> None:
     # beta_cls = 0 and the only adversary weighted 0: the main step has nothing to push the encoder with.
     trainer, (images, labels) = _setup(["loss.beta_cls=0", "adversaries.0.weight=0"])
     out = trainer.net(images)
-    before = _snapshot(trainer.model.net.branches)
+    before = snapshot(trainer.model.net.branches)
     trainer.main_step(images, out, labels)
-    assert _changed(before, trainer.model.net.branches) == set()
+    assert changed(before, trainer.model.net.branches) == set()
 
 
 def test_tensorboard_gets_scalars_inputs_and_swap_grids(tmp_path: Path) -> None:

@@ -26,19 +26,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from factorlab.testing import run_cli
+from factorlab.testing import TINY_SYNTH, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = str(ROOT / "recipes" / "quickstart.toml")
 SWAP_RECIPE = ROOT / "recipes" / "synth" / "identity-swap.toml"
-TINY = [
-    "data.identities=12",
-    "data.samples_per_identity=16",
-    "data.image_size=32",
-    "run.batch_size=16",
-    "run.epochs=1",
-    "run.max_steps_per_epoch=3",
-]
+TINY = TINY_SYNTH
 CATCH_ALL = "This is not a known user error"
 pytestmark = pytest.mark.slow  # ~100 CLI processes: about 3.5 CPU-minutes, run four at a time
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

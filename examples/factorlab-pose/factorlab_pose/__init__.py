@@ -51,8 +51,11 @@ def factorlab_register_factors(register):
 
 @factorlab.hookimpl
 def factorlab_register_adversaries(register):
-    register("hsic", "factorlab_pose.adversaries:hsic", config=HSICConfig, description="HSIC independence penalty")
-    register("ensemble", "factorlab_pose.adversaries:ensemble", config=EnsembleConfig, description="K adversaries")
+    # (factorlab's own `hsic` and `ensemble` are fuller versions: a name registered twice is an error)
+    register("rbf_hsic", "factorlab_pose.adversaries:hsic", config=HSICConfig, description="HSIC independence penalty")
+    register(
+        "linear_ensemble", "factorlab_pose.adversaries:ensemble", config=EnsembleConfig, description="K adversaries"
+    )
 
 
 @factorlab.hookimpl
