@@ -486,7 +486,8 @@ def test_a_memory_hungry_request_is_refused_before_it_allocates(base_run: Path, 
     assert os.waitstatus_to_exitcode(status) == 2, message
     assert re.search(r"--pairs 100000000: the \d+ samples to draw from give at most \d+", message), message
     peak_mib = usage.ru_maxrss / 1024  # KiB on Linux
-    assert peak_mib < 1500, f"the refused request grew to {peak_mib:.0f} MiB"
+    # the process itself (torch, the model, the split) takes about 1.5 GB; the request would take 6.4 GB more
+    assert peak_mib < 3000, f"the refused request grew to {peak_mib:.0f} MiB"
     # a model of 270 billion parameters: counted on the meta device and refused before anything is allocated
     with open(log, "wb") as err:
         proc = subprocess.Popen(
@@ -497,7 +498,7 @@ def test_a_memory_hungry_request_is_refused_before_it_allocates(base_run: Path, 
         _, status, usage = os.wait4(proc.pid, 0)
     message = " ".join(log.read_text().split())
     assert os.waitstatus_to_exitcode(status) == 2, message
-    assert "would need about" in message and usage.ru_maxrss / 1024 < 1500, (message, usage.ru_maxrss)
+    assert "would need about" in message and usage.ru_maxrss / 1024 < 3000, (message, usage.ru_maxrss)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir()), "no run folder was made"
     # within what a split gives, the memory estimate refuses what the machine cannot hold
     with pytest.raises(ResourceError, match=r"would need about .* GiB of memory, but only .* GiB is available"):

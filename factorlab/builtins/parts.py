@@ -129,8 +129,10 @@ class SumLossConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     terms: list[LossTerm] = Field(
+        default_factory=lambda: [LossTerm(type="l2")],
         min_length=1,
-        description='The terms, e.g. [{ type = "l1", weight = 1.0 }, { type = "ssim", weight = 0.5 }].',
+        description='The terms, e.g. [{ type = "l1", weight = 1.0 }, { type = "ssim", weight = 0.5 }]; '
+        "default: the paper's l2 alone.",
     )
 
     @model_validator(mode="after")
