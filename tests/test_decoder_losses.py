@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from factorlab import swap
-from factorlab.data.loading import build_dataset, to_device
+from factorlab.data.loading import build_dataset
 from factorlab.model import build_model, resolve_factors
 from factorlab.plugins import get_host
 from factorlab.recipe import load_recipe
-from factorlab.testing import TINY_SYNTH, changed, snapshot
+from factorlab.testing import TINY_SYNTH, changed, one_batch_trainer, snapshot
 from factorlab.train import Trainer
 from factorlab.weights import resolve
 
@@ -182,14 +182,8 @@ def test_sum_loss_weighs_its_terms_and_rejects_unknown_ones() -> None:
 
 
 def _gan_trainer():
-    torch.manual_seed(0)
-    overrides = [*TINY, 'loss.reconstruction_options={terms = [{type = "l1"}, {type = "patchgan", weight = 0.1}]}']
-    recipe = load_recipe(SWAP_RECIPE, overrides)
-    dataset = build_dataset(recipe, "train", resolve_factors(recipe))
-    model = build_model(recipe, classes=dataset.classes)
-    trainer = Trainer(recipe, model, torch.device("cpu"), total_steps=10)
-    batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=16)))
-    return trainer, to_device(batch, torch.device("cpu"))
+    terms = 'loss.reconstruction_options={terms = [{type = "l1"}, {type = "patchgan", weight = 0.1}]}'
+    return one_batch_trainer(SWAP_RECIPE, [*TINY, terms])
 
 
 def test_discriminator_step_moves_only_the_discriminator() -> None:

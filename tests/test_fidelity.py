@@ -13,18 +13,11 @@ from factorlab.data.loading import build_dataset
 from factorlab.losses import reconstruction_loss
 from factorlab.model import resolve_factors
 from factorlab.recipe import load_recipe
-from factorlab.testing import run_cli
+from factorlab.testing import SMALL_SYNTH, run_cli
 from factorlab.testing.layouts import CK_SUBJECTS, write_ckplus
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = [
-    "data.identities=12",
-    "data.samples_per_identity=24",
-    "data.image_size=32",
-    "run.batch_size=16",
-    "run.epochs=2",
-    "run.max_steps_per_epoch=4",
-]
+SMALL = SMALL_SYNTH
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 64, 64), (5, 3, 160, 160), (1, 1, 7, 9)])

@@ -11,34 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from factorlab.data.loading import build_dataset, to_device
-from factorlab.model import build_model, resolve_factors
 from factorlab.recipe import load_recipe
-from factorlab.testing import changed, run_cli, snapshot
-from factorlab.train import Trainer, load_checkpoint
+from factorlab.testing import SMALL_SYNTH, changed, one_batch_trainer, run_cli, snapshot
+from factorlab.train import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "recipes" / "quickstart.toml"
-# A small, fast version of the quickstart for tests.
-SMALL = [
-    "data.identities=12",
-    "data.samples_per_identity=24",
-    "data.image_size=32",
-    "run.batch_size=16",
-    "run.epochs=2",
-    "run.max_steps_per_epoch=4",
-]
+SMALL = SMALL_SYNTH
 
 
 def _setup(overrides=()):
-    torch.manual_seed(0)
-    recipe = load_recipe(QUICKSTART, [*SMALL, *overrides])
-    factors = resolve_factors(recipe)
-    dataset = build_dataset(recipe, "train", factors)
-    model = build_model(recipe, classes=dataset.classes)
-    trainer = Trainer(recipe, model, torch.device("cpu"), total_steps=10)
-    batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=16)))
-    return trainer, to_device(batch, torch.device("cpu"))
+    return one_batch_trainer(QUICKSTART, [*SMALL, *overrides])
 
 
 def test_adversary_step_moves_only_the_adversaries() -> None:

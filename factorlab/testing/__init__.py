@@ -23,6 +23,15 @@ TINY_SYNTH = [
     "run.epochs=1",
     "run.max_steps_per_epoch=3",
 ]
+#: A little larger than TINY_SYNTH: two epochs of four steps over 12 x 24 images (learning is visible).
+SMALL_SYNTH = [
+    "data.identities=12",
+    "data.samples_per_identity=24",
+    "data.image_size=32",
+    "run.batch_size=16",
+    "run.epochs=2",
+    "run.max_steps_per_epoch=4",
+]
 
 
 def run_cli(
@@ -86,3 +95,25 @@ def changed(before: dict, module) -> set[str]:
 
     after = module.state_dict()
     return {k for k, v in before.items() if not torch.equal(v, after[k])}
+
+
+def one_batch_trainer(recipe_path, overrides=(), *, seed: int = 0):
+    """A Trainer for a recipe (with overrides) on the CPU and one batch of its train split: (trainer, (images, labels)).
+
+    For tests of what one step moves (with `snapshot` / `changed`).
+    """
+    import torch
+
+    from factorlab.data.loading import build_dataset, to_device
+    from factorlab.factors import resolve_factors
+    from factorlab.model import build_model
+    from factorlab.recipe import load_recipe
+    from factorlab.train import Trainer
+
+    torch.manual_seed(seed)
+    recipe = load_recipe(recipe_path, list(overrides))
+    dataset = build_dataset(recipe, "train", resolve_factors(recipe))
+    model = build_model(recipe, classes=dataset.classes)
+    trainer = Trainer(recipe, model, torch.device("cpu"), total_steps=10)
+    batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=recipe.run.batch_size)))
+    return trainer, to_device(batch, torch.device("cpu"))
