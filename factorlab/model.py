@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from factorlab.adversaries import Adversary
 from factorlab.factors import Factor, resolve_factors
+from factorlab.losses import adversary_loss
 
 
 def part_key(factor: str, code: str) -> str:
@@ -92,11 +94,29 @@ class AdversarySet(nn.Module):
                 if logits is not None:
                     out[link.key] = logits
             return out
-        result = {}
-        for link in self.links:
-            adversary, code = self.adversaries[link.key], codes[link.code].flatten(1)
-            result[link.key] = (adversary.adversary_loss(code, labels[link.factor]), adversary.logits(code))
-        return result
+        return {
+            link.key: adversary_step_outputs(
+                self.adversaries[link.key], codes[link.code].flatten(1), labels[link.factor]
+            )
+            for link in self.links
+        }
+
+
+def adversary_step_outputs(adversary: nn.Module, code: torch.Tensor, target: torch.Tensor) -> tuple:
+    """(loss, logits) of an adversary's own step with one forward pass where one serves both.
+
+    The default loss (cross-entropy of the classifier, the paper's L_adv_exp) is computed from the logits it
+    logs; an adversary that defines its own `adversary_loss` is asked for it, and its logits (for the logged
+    accuracy) are computed without a graph.
+    """
+    own_loss = type(adversary).adversary_loss is not Adversary.adversary_loss
+    if not own_loss and getattr(adversary, "classifier", None) is not None:
+        logits = adversary(code)
+        return adversary_loss(logits, target), logits
+    loss = adversary.adversary_loss(code, target)
+    with torch.no_grad():
+        logits = adversary.logits(code)
+    return loss, logits
 
 
 class Disentangler(nn.Module):

@@ -121,7 +121,6 @@ class Trainer:
         self.main_scaler = torch.amp.GradScaler(self.device.type, enabled=scaler_on)
         self.adv_scaler = torch.amp.GradScaler(self.device.type, enabled=scaler_on)
         self.classification = losses.ClassificationLoss()
-        self.adversary_loss = losses.AdversaryLoss()
         self.reconstruction = reconstruction_module(recipe).to(self.device) if recipe.uses_decoder else None
         # a reconstruction loss with trainable parameters (an image discriminator) is trained in its own step
         self.disc_params = (
