@@ -270,9 +270,8 @@ class ErasedBranch(nn.Module):
 def erase_model(model, erasers: Mapping[str, object]):
     """Wrap the branches of `model` (a Disentangler) named in `erasers` (code -> LeaceEraser) in place; returns it."""
     for code, eraser in erasers.items():
-        model.net.branches[code] = ErasedBranch(model.net.branches[code], eraser).to(
-            next(model.net.branches[code].parameters()).device
-        )
+        # the model's device: a branch may have no parameters (the `identity` branch)
+        model.net.branches[code] = ErasedBranch(model.net.branches[code], eraser).to(next(model.parameters()).device)
     return model
 
 

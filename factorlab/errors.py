@@ -75,9 +75,12 @@ def as_user_error(exc: BaseException) -> FactorlabError | None:
             f"cannot use{where}: {reason}. Choose a location you can write to (or fix its permissions) and run the "
             "command again."
         )
-    if isinstance(exc, MemoryError):
+    # torch raises a RuntimeError on the CPU ("DefaultCPUAllocator: can't allocate memory") and
+    # torch.OutOfMemoryError (a RuntimeError) on a GPU, not MemoryError
+    out_of_memory = isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+    if out_of_memory or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)):
         return ResourceError(
-            "out of memory: the request needs more memory than the machine has free; ask for less (fewer pairs "
-            "or samples, a smaller run.batch_size or data.image_size)"
+            "out of memory: the request needs more memory than the machine has free; ask for less (a smaller "
+            "run.batch_size or data.image_size for training, fewer pairs or samples for swaps and evaluation)"
         )
     return None

@@ -153,21 +153,22 @@ def erase_codes(
     model, train: Encoded, test: Encoded, pairs: list[tuple[str, str]], device, out_dir: Path
 ) -> dict[str, list[str]]:
     """LEACE-erase each adversary's factor from its code in both samples (fitted on train), in place; re-predict
-    the adversaries reading an erased code; the model's branches erase too from now on (swap grid), and the
+    the heads and adversaries on the erased codes; the model's branches erase too from now on (swap grid), and the
     erasers are saved to `out_dir/erasers.pt` (for `factorlab eval --erase --swap`). Returns code -> factors."""
     from factorlab.erasure import apply_eraser, erase_model, fit_erasers, save_erasers
 
-    if not pairs:
-        raise FactorlabError("--erase: the recipe has no adversary, so no (factor, code) pair to erase")
     erasers = fit_erasers(train.codes, train.labels, pairs, {f: len(train.classes[f]) for f, _ in pairs})
     for sample in (train, test):
         for code, eraser in erasers.items():
             sample.codes[code] = apply_eraser(eraser, sample.codes[code])
     with torch.no_grad():
-        for link in model.adversaries.links:
-            logits = model.adversaries.adversaries[link.key].logits(torch.from_numpy(test.codes[link.code]).to(device))
-            if logits is not None:
-                test.predictions[f"adversary/{link.factor}/{link.code}"] = logits.argmax(dim=1).cpu().numpy()
+        codes = {name: torch.from_numpy(code).to(device) for name, code in test.codes.items()}
+        for link in model.net.head_links:
+            logits = model.net.heads[link.key](codes[link.code].flatten(1))
+            test.predictions[f"head/{link.factor}/{link.code}"] = logits.argmax(dim=1).cpu().numpy()
+        for key, logits in model.adversaries(codes).items():
+            link = next(link for link in model.adversaries.links if link.key == key)
+            test.predictions[f"adversary/{link.factor}/{link.code}"] = logits.argmax(dim=1).cpu().numpy()
     erase_model(model, erasers)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_erasers(erasers, out_dir / "erasers.pt")
@@ -279,6 +280,9 @@ def evaluate_run(
     if full:
         max_samples = UNBOUNDED
         plan = [(entry, _unbounded(options)) for entry, options in plan]
+    pairs = [(link.factor, link.code) for link in model.adversaries.links]
+    if erase and not pairs:  # now, not after encoding both splits
+        raise FactorlabError("--erase: the recipe has no adversary, so no (factor, code) pair to erase")
     on = resolve_device(device)
     model.to(on)
     out_dir = rundir / ERASED if erase else rundir
@@ -291,7 +295,6 @@ def evaluate_run(
         train = encode_split(model, datasets["train"], "train", max_samples=max_samples, seed=seed, device=on)
         test = encode_split(model, datasets[split], split, max_samples=max_samples, seed=seed, device=on)
     owner = owners(model)
-    pairs = [(link.factor, link.code) for link in model.adversaries.links]
     erased = erase_codes(model, train, test, pairs, on, out_dir) if erase else {}
     result: dict = {
         "name": summary.get("name", recipe.run.name),

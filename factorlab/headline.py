@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from factorlab.leakage import normalised  # (probe - chance) / (ceiling - chance), None when undefined
 from factorlab.report import pct
 
 # a probe this close to chance (fraction of the way from chance to the ceiling) reads nothing worth a word
@@ -19,18 +20,11 @@ def _times(accuracy: float, chance: float) -> str:
     return f"{accuracy / chance:.1f}x chance" if chance > 0 else "above chance"
 
 
-def normalised(accuracy: float | None, chance: float | None, ceiling: float | None) -> float | None:
-    """(accuracy - chance) / (ceiling - chance): 0 at chance, 1 at the ceiling; None when undefined."""
-    if accuracy is None or chance is None or ceiling is None or ceiling - chance <= 1e-9:
-        return None
-    return (accuracy - chance) / (ceiling - chance)
-
-
 def _leak_words(value: float | None, owner: str | None) -> str:
     if value is None:
         return ""
     if value < NEGLIGIBLE:
-        return "about chance: the code holds little of it"
+        return f"less than {NEGLIGIBLE:.0%} of the way from chance to the same probe on code `{owner}`"
     where = f"{value:.2f} of the way from chance to the same probe on code `{owner}`"
     return f"{where}: {'some' if value < 0.5 else 'most'} of it is still in the code"
 
@@ -87,8 +81,8 @@ def what_this_run_shows(result: Mapping) -> str:
             )
         else:
             sentences.append(
-                f"No probed code holds a factor it is not meant to: every fresh probe off a factor's own code is "
-                f"within {NEGLIGIBLE:.0%} of the way from chance to the factor's own code."
+                f"No fresh probe reads a factor from another code beyond {NEGLIGIBLE:.0%} of the way from chance to "
+                "the same probe on the factor's own code."
             )
     if not sentences:
         return "This run has no head or adversary to summarise."

@@ -24,6 +24,8 @@ from factorlab.registry import Entry, Registry
 
 DISABLE_ENV = "FACTORLAB_DISABLE_PLUGINS"
 CORE = "core"
+#: A package whose module lists this attribute is a bundle: each listed submodule loads as its own plugin.
+BUNDLE = "FACTORLAB_PLUGIN_MODULES"
 
 
 @dataclass
@@ -125,19 +127,18 @@ def load_plugins(extra: dict[str, Any] | None = None, *, entry_points: bool = Tr
         info = PluginInfo(name=name, module=module, version=version)
         try:
             plugin = load()
-            bundled = getattr(plugin, "PLUGINS", None)
+            bundled = getattr(plugin, BUNDLE, None)
             if bundled is not None and isinstance(plugin, types.ModuleType):
                 # a package of plugin modules (factorlab.builtins): each is its own plugin, `<name>.<module>`
                 for sub in reversed(bundled):
                     target = f"{plugin.__name__}.{sub}"
                     queue.append((f"{name}.{sub}", target, version, lambda t=target: importlib.import_module(t)))
                 continue
-            infos.append(info)
             manager.register(plugin, name=name)
         except Exception as exc:  # a plugin that fails to import is reported, the rest still load
-            if info not in infos:
-                infos.append(info)
             info.status, info.error = "failed", f"import failed: {_error_text(exc)}"
+        infos.append(info)
+        if info.status == "failed":
             continue
         try:
             manager.check_pending()

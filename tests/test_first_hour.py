@@ -259,7 +259,7 @@ def test_headline_names_the_strongest_leak() -> None:
     assert "An adversary at chance does not prove the factor is gone." in text
     assert "The strongest leak: identity in code `exp`" in text  # 0.94 beats expression's 0.75
     quiet = {**result, "probes": [{**result["probes"][0], "accuracy": 0.13}]}
-    assert "No probed code holds a factor it is not meant to" in what_this_run_shows(quiet)
+    assert "No fresh probe reads a factor from another code" in what_this_run_shows(quiet)
 
 
 CHECK_SCRIPT = """

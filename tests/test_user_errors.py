@@ -531,3 +531,15 @@ def test_only_one_of_several_processes_takes_over_a_stale_lock(tmp_path: Path) -
     outcomes = sorted(proc.communicate(timeout=120)[0].strip() for proc in procs)
     assert outcomes == ["refused", "refused", "refused", "took it"], outcomes
     assert not (tmp_path / ".lock").exists() and not (tmp_path / ".lock.takeover").exists()
+
+
+def test_torch_out_of_memory_errors_are_user_errors() -> None:
+    import torch
+
+    from factorlab.errors import ResourceError, as_user_error
+
+    cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory: you tried ...")
+    for exc in (cpu, torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), MemoryError()):
+        error = as_user_error(exc)
+        assert isinstance(error, ResourceError) and "run.batch_size" in str(error)
+    assert as_user_error(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None  # a bug stays a bug

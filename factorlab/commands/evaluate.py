@@ -157,17 +157,13 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
 
         write_model_card(args.rundir)  # refresh MODEL_CARD.md with the evaluation's numbers
         out = args.rundir / "leace" if args.erase else args.rundir
+        scores = _score_swaps(args) if args.swap else None
         if mode() in ("quiet", "json"):  # scripts: where the report is (and, as JSON, the headline)
             if mode() == "quiet":
                 print(out / "report.html", flush=True)
             emit("result", None, report=str(out / "report.html"), eval_json=str(out / "eval.json"),
                  shows=what_this_run_shows(result), wall_time_s=result["wall_time_s"])  # fmt: skip
-            if args.swap:
-                from factorlab.swap import evaluate_swaps
-
-                scores = evaluate_swaps(
-                    args.rundir, split=args.split, pairs=args.swap, seed=args.seed, checkpoint=args.checkpoint
-                )
+            if scores is not None:
                 emit("swap_scores", None, scores=scores)
             return 0
         info = result["checkpoint_info"]
@@ -200,23 +196,9 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
         ]
         if plugin_rows:
             console.print(_rich_table(report.Table(["metric", "value of", "value"], plugin_rows, "Plugin metrics")))
-        if args.swap:
-            from factorlab.swap import evaluate_swaps, format_scores
+        if scores is not None:
+            from factorlab.swap import format_scores
 
-            erased_model, swap_dir = None, None  # not `out`: the report's folder is printed below
-            if args.erase:  # the swaps of the LEACE-erased codes, with the erasers this evaluation fitted
-                from factorlab.erasure import erase_model, load_erasers
-                from factorlab.evaluate import ERASED
-                from factorlab.swap import load_decoder_run
-
-                swap_dir = args.rundir / ERASED
-                erased_model = erase_model(
-                    load_decoder_run(args.rundir, args.checkpoint)[1], load_erasers(swap_dir / "erasers.pt")
-                )
-            scores = evaluate_swaps(
-                args.rundir, split=args.split, pairs=args.swap, seed=args.seed, checkpoint=args.checkpoint,
-                model=erased_model, out_dir=swap_dir,
-            )  # fmt: skip
             console.print(format_scores(scores))
         console.print(f"what this run shows: {what_this_run_shows(result)}", soft_wrap=True, markup=False)
         console.print(
@@ -227,6 +209,26 @@ def eval_command(parser: argparse.ArgumentParser) -> Handler:
         return 0
 
     return handle
+
+
+def _score_swaps(args: argparse.Namespace) -> dict:
+    """`eval --swap`: swaps scored against the true images; with --erase, of the LEACE-erased codes (into leace/)."""
+    from factorlab.swap import evaluate_swaps
+
+    erased_model, swap_dir = None, None
+    if args.erase:  # with the erasers this evaluation fitted; nothing of the plain evaluation is overwritten
+        from factorlab.erasure import erase_model, load_erasers
+        from factorlab.evaluate import ERASED
+        from factorlab.swap import load_decoder_run
+
+        swap_dir = args.rundir / ERASED
+        erased_model = erase_model(
+            load_decoder_run(args.rundir, args.checkpoint)[1], load_erasers(swap_dir / "erasers.pt")
+        )
+    return evaluate_swaps(
+        args.rundir, split=args.split, pairs=args.swap, seed=args.seed, checkpoint=args.checkpoint,
+        model=erased_model, out_dir=swap_dir,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

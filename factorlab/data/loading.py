@@ -8,25 +8,20 @@ from torch.utils.data import DataLoader, Dataset
 
 from factorlab.data.base import FactorDataset
 from factorlab.errors import DataError
-from factorlab.factors import Factor
+from factorlab.factors import Factor, label_check
 
 
 def build_dataset(recipe, split: str, factors: dict[str, Factor]) -> FactorDataset:
     """The recipe's data set for `split` ("train", "val" or "test").
 
     Factors with `derive` label themselves from the data set's ground truth; the others are labelled
-    by the data set. Either way, a factor the data set cannot label is an error naming both.
+    by the data set. What the registration declares was checked when the recipe was read (`label_check`);
+    what the built data set really holds is checked here.
     """
-    from factorlab.factors import dataset_label_info, label_check
     from factorlab.plugins import get_host
 
     name = recipe.data.dataset
     entry = get_host().get("datasets", name)
-    labels, truth = dataset_label_info(entry)
-    for factor in factors.values():  # what `factorlab validate` says too, before anything is built
-        problem = label_check(name, labels, truth, factor)
-        if problem:
-            raise DataError(problem)
     native = {k: f for k, f in factors.items() if f.derive is None}
     derived = {k: f for k, f in factors.items() if f.derive is not None}
     dataset = entry.factory(recipe.data.options, split=split, image_size=recipe.data.image_size, factors=native)
@@ -48,14 +43,11 @@ class DerivedLabels(FactorDataset):
         self.base = base
         self.classes = {k: v for k, v in base.classes.items() if k not in factors}
         self._derived: dict[str, np.ndarray] = {}
+        self.unseen_classes = base.unseen_classes  # held-out classes of the wrapped set (identity), not the base default
         for key, factor in factors.items():
-            missing = [k for k in factor.needs if k not in truth]
-            if missing:
-                kept = ", ".join(sorted(truth)) or "none"
-                raise DataError(
-                    f"data set {name!r} cannot label factor {key!r}: the factor derives its labels from ground truth "
-                    f"{missing}, which {name!r} does not keep (its ground truth: {kept})"
-                )
+            problem = label_check(name, None, list(truth), factor)
+            if problem:
+                raise DataError(problem)
             ids = np.asarray(factor.derive(truth))
             if ids.shape != (len(base),) or not np.issubdtype(ids.dtype, np.integer):
                 raise DataError(
@@ -124,8 +116,12 @@ def _whole_batch(batch):
 
 
 def _batched(dataset: Dataset) -> tuple[Dataset, object]:
-    """(dataset, collate_fn): FactorDatasets fetch whole batches; other data sets collate as usual."""
-    if isinstance(dataset, FactorDataset):
+    """(dataset, collate_fn): FactorDatasets fetch whole batches; other data sets collate as usual.
+
+    A data set that defines its own `__getitem__` (as 0.1 plugins could, to add keys) keeps being read item by item.
+    """
+    own_items = isinstance(dataset, FactorDataset) and type(dataset).__getitem__ is not FactorDataset.__getitem__
+    if isinstance(dataset, FactorDataset) and not own_items:
         return Batched(dataset), _whole_batch
     return dataset, None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import shutil
 import time
 from collections.abc import Callable
@@ -200,6 +201,13 @@ def prepare(
             if on_progress:
                 on_progress(done, len(samples))
     elif jobs:
+        try:
+            pickle.dumps(source)  # worker processes receive it: its functions must be importable by name
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise DataError(
+                f"data set {source.name!r}: its source cannot be sent to worker processes ({exc}); define its "
+                "scan/read/select/align functions at module level in the plugin, or use --workers 1"
+            ) from None
         context = get_context("spawn")  # safe with torch (and CUDA) in the parent
         pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_worker_init)
         try:

@@ -274,3 +274,11 @@ def test_prepare_refuses_a_shard_size_below_one(tmp_path):
     with pytest.raises(RecipeError, match="--shard-size 0"):
         prepare(source_of("ckplus"), ckplus.CKPlusConfig(root=root, align="none"), tmp_path / "c", shard_size=0)
     assert not (tmp_path / "c").exists(), "nothing is written before the options are checked"
+
+
+def test_a_source_that_cannot_reach_worker_processes_is_a_user_error(tmp_path, messy_affectnet):
+    from dataclasses import replace
+
+    local = replace(source_of("affectnet"), scan=lambda config: source_of("affectnet").scan(config))
+    with pytest.raises(DataError, match="cannot be sent to worker processes.*--workers 1"):
+        prepare(local, config(messy_affectnet), tmp_path / "out", image_size=32, shard_size=2, workers=2)
