@@ -145,14 +145,43 @@ COLUMNS = [  # key, header, scale, digits
 
 
 def _stat(values: list[float], scale: float, digits: int) -> str:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
+    from factorlab.stats import describe
+
+    stat = describe([v for v in values if v is not None])
+    if stat.n == 0:
         return "–"
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{mean * scale:.{digits}f} (n=1)"
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+    if stat.n == 1:
+        return f"{stat.mean * scale:.{digits}f} (n=1)"
+    return f"{stat.mean * scale:.{digits}f} ± {stat.std * scale:.{digits}f}"
+
+
+def p_values(rows: list[dict], method: str) -> list[str]:
+    """(head, MLP probe, identity MLP probe) p-values of a method: Welch's t-test against `none` over seeds; a `+ LEACE` row is
+    compared with the same runs before erasure by a paired t-test (the same seeds, before and after)."""
+    from scipy.stats import ttest_rel
+
+    from factorlab.stats import welch_p
+
+    def values(name: str, key: str) -> dict[int, float]:
+        return {r["seed"]: r[key] for r in rows if r["method"] == name and r[key] is not None}
+
+    out = []
+    for key in ("head", "mlp", "identity_mlp"):
+        mine = values(method, key)
+        if method.endswith(" + LEACE"):
+            before = values(method.removesuffix(" + LEACE"), key)
+            seeds = sorted(set(mine) & set(before))
+            p = (
+                float(ttest_rel([before[s] for s in seeds], [mine[s] for s in seeds]).pvalue)
+                if len(seeds) > 1
+                else math.nan
+            )
+        elif method == "none":
+            p = math.nan
+        else:
+            p = welch_p(list(mine.values()), list(values("none", key).values()))
+        out.append("–" if math.isnan(p) else f"{p:.3f}")
+    return out
 
 
 def table(records: list[dict]) -> str:
@@ -164,13 +193,16 @@ def table(records: list[dict]) -> str:
         lines.append(
             f"**{setting}** ({'data.correlation = 0.8' if setting == 'shortcut' else 'default difficulty'}; "
             f"expression chance {chance * 100:.1f}%, identity chance {ident * 100:.1f}%; mean ± std over seeds, "
-            "in % except the normalised leakage and the time)\n"
+            "in % except the normalised leakage and the time; p: Welch vs `none`, paired vs the same runs "
+            "before LEACE)\n"
         )
-        lines.append("| method | " + " | ".join(c[1] for c in COLUMNS) + " | seeds |")
-        lines.append("|" + " --- |" * (len(COLUMNS) + 2))
+        headers = [c[1] for c in COLUMNS] + ["p head", "p MLP probe", "p identity"]
+        lines.append("| method | " + " | ".join(headers) + " | seeds |")
+        lines.append("|" + " --- |" * (len(headers) + 2))
         for method in dict.fromkeys(r["method"] for r in rows):
             mine = [r for r in rows if r["method"] == method]
             cells = [_stat([r[key] for r in mine], scale, digits) for key, _, scale, digits in COLUMNS]
+            cells += p_values(rows, method)
             lines.append(f"| {method} | " + " | ".join(cells) + f" | {len(mine)} |")
         lines.append("")
     return "\n".join(lines)
