@@ -71,7 +71,7 @@ def test_resup_and_deconv6_are_one_key_apart_in_a_recipe() -> None:
         and recipe.decoder.options.model_dump() == get_host().get("decoders", "resup").config().model_dump()
     ), "the CK+ recipe uses resup's defaults, so deconv6 is one key away"
     paper = load_recipe(ROOT / "recipes" / "identity-swap.toml", ["decoder.type=deconv6"])
-    assert paper.decoder.type == "deconv6"
+    assert paper.decoder.options.model_dump() == get_host().get("decoders", "deconv6").config().model_dump()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -283,5 +283,8 @@ def test_a_plugin_written_against_0_1_still_loads_and_trains(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     (rundir,) = (tmp_path / "runs").iterdir()
     summary = json.loads((rundir / "summary.json").read_text())
-    assert "adversary/expression/nonexp/accuracy" in summary["splits"]["test"]  # its classifier was trained
+    assert "adversary/expression/nonexp/accuracy" in summary["splits"]["test"]
+    records = [json.loads(line) for line in (rundir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["split"] == "train"]
+    assert train and "adversary/expression/nonexp/loss" in train[0]  # the default adversary step trained it
     assert "Traceback" not in result.stderr
