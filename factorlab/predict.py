@@ -260,9 +260,10 @@ class Predictor:
         None for the recipe's run.checkpoint (the one summary.json scores)."""
         from factorlab.rundir import load_run
 
+        on = resolve(device)  # a wrong device is said before the checkpoint is read
         recipe, model = load_run(Path(rundir), checkpoint)
         return cls(
-            TorchBackend(model, resolve(device)),
+            TorchBackend(model, on),
             model.classes,
             recipe.data.image_size,
             align=align,
@@ -456,6 +457,11 @@ def load(
 ) -> Predictor:
     """A Predictor for a run folder (PyTorch, on `device`) or an `.onnx` file from `factorlab export` (ONNX Runtime)."""
     if Path(path).suffix.lower() == ".onnx":
+        if checkpoint is not None or device not in ("auto", "cpu"):
+            raise FactorlabError(
+                f"{path}: an exported ONNX model runs on the CPU with the weights it holds; --device and --checkpoint "
+                "apply to run folders (Predictor.from_onnx(path, providers=[...]) picks ONNX Runtime's providers)"
+            )
         return Predictor.from_onnx(path, align=align, batch_size=batch_size)
     return Predictor.from_run(path, checkpoint=checkpoint, device=device, align=align, batch_size=batch_size)
 
@@ -465,14 +471,10 @@ def load(
 
 
 def resolve(device: str) -> torch.device:
-    """'auto' (a GPU when there is one), 'cpu', 'cuda', 'cuda:1', 'mps'; a clear error for a device that is absent."""
+    """'auto' (a GPU when there is one), 'cpu', 'cuda', 'cuda:1', 'mps'; a clear error naming --device otherwise."""
     from factorlab.runtime import resolve_device
 
-    try:
-        return resolve_device(device)
-    except (FactorlabError, RuntimeError, ValueError) as exc:  # its message speaks of run.device: say --device
-        reason = str(exc).replace("run.device", "device")
-        raise FactorlabError(f"--device {device}: {reason}") from None
+    return resolve_device(device, option="--device")
 
 
 def _as_list(images: Any) -> list:

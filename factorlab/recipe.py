@@ -51,6 +51,7 @@ class PartSection(BaseModel):
 Size = Annotated[int, Field(ge=1)]
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds; larger ones overflow
 DEVICE = re.compile(r"auto|cpu|cuda|cuda:\d+|mps")
+DEVICE_HELP = "use one of auto, cpu, cuda, cuda:N (e.g. cuda:1), mps"
 
 
 class RunSection(Section):
@@ -111,7 +112,7 @@ class RunSection(Section):
     @classmethod
     def _known_device(cls, device: str) -> str:
         if not DEVICE.fullmatch(device):
-            raise ValueError(f"unknown device {device!r}; use one of auto, cpu, cuda, cuda:N (e.g. cuda:1), mps")
+            raise ValueError(f"unknown device {device!r}; {DEVICE_HELP}")
         return device
 
 

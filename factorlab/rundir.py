@@ -10,6 +10,7 @@ from factorlab.errors import FactorlabError, RunFolderError
 from factorlab.files import describe_torch_load_failure
 from factorlab.model import Disentangler, build_model
 from factorlab.recipe import Recipe, load_recipe
+from factorlab.resources import without_pretrained_weights
 
 CHECKPOINTS = "checkpoints"  # the run folder's checkpoint folder: last.pt, best.pt
 
@@ -60,10 +61,12 @@ def default_checkpoint(rundir: Path) -> str:
     return load_recipe(check_run_dir(rundir) / "recipe.toml").run.checkpoint
 
 
-def checkpoint_info(rundir: Path, checkpoint: str, metric: str | None = None) -> dict:
-    """What names a scored checkpoint: {'name', 'file', 'epoch', 'selected_on', 'value'} (for summary and eval)."""
+def checkpoint_info(rundir: Path, checkpoint: str, metric: str | None = None, *, state: dict | None = None) -> dict:
+    """What names a scored checkpoint: {'name', 'file', 'epoch', 'selected_on', 'value'} (for summary and eval).
+
+    `state`: the checkpoint, when the caller has read it already (it is read here otherwise)."""
     path = checkpoint_path(rundir, checkpoint)
-    state = load_checkpoint(path)
+    state = load_checkpoint(path) if state is None else state
     best = path.name == "best.pt"
     return {
         "name": checkpoint,
@@ -83,9 +86,7 @@ def load_run(rundir: Path, checkpoint: str | None = None) -> tuple[Recipe, Disen
     recipe = load_recipe(rundir / "recipe.toml")
     state = load_checkpoint(checkpoint_path(rundir, checkpoint or recipe.run.checkpoint))
     weights = state["model"] if "model" in state else state["trainer"]["model"]
-    options = recipe.encoder.options
-    if "weights" in type(options).model_fields:  # the checkpoint holds the trained trunk: skip the pretrained load
-        recipe.encoder._options = options.model_copy(update={"weights": "none"})
+    recipe = without_pretrained_weights(recipe)  # the checkpoint holds the trained trunk: skip the pretrained load
     model = build_model(recipe, classes=state["classes"])
     model.load_state_dict(weights)
     model.eval()
@@ -308,13 +309,14 @@ def check_same_architecture(saved: Recipe, recipe: Recipe, state: dict, path: Pa
     """Refuse a resume whose recipe (with its overrides) builds a model the checkpoint's weights do not fit."""
     import torch
 
-    options = recipe.encoder.options
-    if "weights" in type(options).model_fields:  # shapes only: no pretrained weights are loaded for the check
-        recipe = recipe.model_copy()
-        recipe.encoder = recipe.encoder.model_copy()
-        recipe.encoder._options = options.model_copy(update={"weights": "none"})
-    with torch.device("meta"):  # shapes without allocating memory
-        model = build_model(recipe, classes=state.get("classes"))
+    recipe = without_pretrained_weights(recipe)  # shapes only: no pretrained weights are loaded for the check
+    try:
+        with torch.device("meta"):  # shapes without allocating memory
+            model = build_model(recipe, classes=state.get("classes"))
+    except FactorlabError:
+        raise
+    except Exception:  # a plugin part that cannot be built on the meta device: loading the weights will tell
+        return
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state["trainer"]["model"].items()}
     problems = [

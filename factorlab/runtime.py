@@ -44,31 +44,34 @@ def init_distributed(device_type: str) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def resolve_device(name: str, local_rank: int = 0, distributed: bool = False) -> torch.device:
-    """'auto' -> cuda (this process's GPU) if available, else cpu."""
-    from factorlab.recipe import DEVICE
+def resolve_device(
+    name: str, local_rank: int = 0, distributed: bool = False, *, option: str = "run.device"
+) -> torch.device:
+    """'auto' -> cuda (this process's GPU) if available, else cpu. `option` is what messages call the setting
+    (`run.device` in a recipe, `--device` on the command line)."""
+    from factorlab.recipe import DEVICE, DEVICE_HELP
 
     if not DEVICE.fullmatch(name):  # torch's own error lists twenty device types
-        raise FactorlabError(f"unknown device {name!r}; use one of auto, cpu, cuda, cuda:N (e.g. cuda:1), mps")
+        raise FactorlabError(f"{option} {name}: unknown device {name!r}; {DEVICE_HELP}")
     if distributed and name.startswith("cuda:"):
         raise FactorlabError(
-            f"run.device = {name!r} under torchrun would put every process on one GPU; "
-            "use run.device=cuda (or auto): each process takes cuda:LOCAL_RANK"
+            f"{option} = {name!r} under torchrun would put every process on one GPU; "
+            f"use {option}=cuda (or auto): each process takes cuda:LOCAL_RANK"
         )
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         name = f"cuda:{local_rank}"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FactorlabError(f"run.device = {name!r} but no CUDA device is available; use run.device=cpu or auto")
+        raise FactorlabError(f"{option} = {name!r} but no CUDA device is available; use {option}=cpu or auto")
     if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
         raise FactorlabError(
-            f"run.device = {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s), "
-            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}; use one of them, or run.device=cuda"
+            f"{option} = {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}; use one of them, or {option}=cuda"
         )
     if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise FactorlabError(
-            "run.device = 'mps' but Apple's MPS backend is not available here; use run.device=cpu or auto"
+            f"{option} = 'mps' but Apple's MPS backend is not available here; use {option}=cpu or auto"
         )
     return torch.device(name)
 

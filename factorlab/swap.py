@@ -371,7 +371,7 @@ def evaluate_swaps(
     codes: Sequence[str] | None = None,
     pairs: int = 500,
     seed: int = 0,
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     model: Disentangler | None = None,
     out_dir: Path | None = None,
 ) -> dict:
@@ -386,7 +386,7 @@ def evaluate_swaps(
     return result
 
 
-def load_decoder_run(rundir: Path, checkpoint: str = "best"):
+def load_decoder_run(rundir: Path, checkpoint: str | None = None):
     """(recipe, model) of a run that has a decoder; a clear error for a missing run or one without a decoder."""
     rundir = check_run_dir(rundir)
     check_decoder(load_recipe(rundir / "recipe.toml"), rundir)
@@ -395,7 +395,6 @@ def load_decoder_run(rundir: Path, checkpoint: str = "best"):
 
 def check_decoder(recipe, rundir: Path) -> None:
     """A clear error when the run's recipe trains no decoder."""
-    recipe = load_recipe(rundir / "recipe.toml")
     if not recipe.uses_decoder:
         why = "has no [decoder] section" if recipe.decoder is None else f"has loss.beta_rec = {recipe.loss.beta_rec}"
         raise FactorlabError(

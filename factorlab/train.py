@@ -35,8 +35,15 @@ from factorlab.data.sampling import FaceAugment, epoch_order
 from factorlab.errors import DataError, FactorlabError
 from factorlab.files import atomic_write, atomic_write_text
 from factorlab.model import Disentangler, build_model, resolve_factors
+from factorlab.progress import task
 from factorlab.recipe import Recipe, load_recipe
-from factorlab.rundir import CHECKPOINTS, RunLock, load_checkpoint  # re-exported: their home is rundir
+from factorlab.rundir import (  # CHECKPOINTS, RunLock, load_checkpoint re-exported: their home is rundir
+    CHECKPOINTS,
+    RunLock,
+    checkpoint_info,
+    checkpoint_path,
+    load_checkpoint,
+)
 from factorlab.runfolders import discard_unused_run_dir, new_run_dir  # new_run_dir re-exported
 from factorlab.runtime import (  # re-exported: their home is runtime
     Dist,
@@ -103,6 +110,8 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.net: nn.Module = self.model.net
         self.adv: nn.Module = self.model.adversaries
+        # the adversaries' trainable parameters: what the adversary step updates and the main step freezes
+        self.adv_params = [p for p in self.model.adversaries.parameters() if p.requires_grad]
         if self.dist_info.active:
             ids = [self.device.index] if self.device.type == "cuda" else None
             read = {link.code for link in [*self.model.net.head_links, *self.model.adversaries.links]}
@@ -110,13 +119,12 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model.net, device_ids=ids, find_unused_parameters=unread
             )
-            if any(p.requires_grad for p in self.model.adversaries.parameters()):
+            if self.adv_params:
                 self.adv = nn.parallel.DistributedDataParallel(self.model.adversaries, device_ids=ids)
         if recipe.run.compile:
             self.net = torch.compile(self.net)
         self.main_opt = make_optimizer(self.model.net.parameters(), recipe.optim.main)
-        adv_params = list(self.model.adversaries.parameters())
-        self.adv_opt = make_optimizer(adv_params, recipe.optim.adversary) if adv_params else None
+        self.adv_opt = make_optimizer(self.adv_params, recipe.optim.adversary) if self.adv_params else None
         scaler_on = recipe.run.precision == "fp16" and self.device.type == "cuda"
         self.main_scaler = torch.amp.GradScaler(self.device.type, enabled=scaler_on)
         self.adv_scaler = torch.amp.GradScaler(self.device.type, enabled=scaler_on)
@@ -197,8 +205,8 @@ class Trainer:
             stats[f"head/{link.factor}/{link.code}/loss"] = loss.detach()
             stats[f"head/{link.factor}/{link.code}/correct"] = _correct(out["logits"][link.key], labels[link.factor])
             total = total + recipe.loss.beta_cls * section.weight * loss
-        model.adversaries.requires_grad_(False)
-        for p in self.disc_params:  # the discriminator is frozen too: gradient flows through it to the image
+        frozen = [*self.adv_params, *self.disc_params]  # the discriminator too: gradient flows through to the image
+        for p in frozen:
             p.requires_grad_(False)
         try:
             for link, section in zip(links, recipe.adversaries, strict=True):
@@ -215,8 +223,7 @@ class Trainer:
             self.main_opt.zero_grad(set_to_none=True)
             self.main_scaler.scale(total).backward()
         finally:
-            model.adversaries.requires_grad_(True)
-            for p in self.disc_params:
+            for p in frozen:
                 p.requires_grad_(True)
         if recipe.optim.clip_grad_norm:
             self.main_scaler.unscale_(self.main_opt)
@@ -627,8 +634,8 @@ def finish_run(
     training: Training, splits: Splits, wall: float, dist_info: Dist, device: torch.device, reporter, rundir
 ) -> None:
     """Phase 7: score the checkpoint `factorlab eval` loads by default on val and test; summary and model card."""
+    from factorlab.evaluate import quick_leakage  # evaluate imports matplotlib only when plotting
     from factorlab.modelcard import write_model_card
-    from factorlab.rundir import checkpoint_info, checkpoint_path
 
     recipe, model = training.recipe, training.model
     rank_gap = rank_weight_gap(model) if dist_info.active else 0.0  # a collective: every rank takes part
@@ -650,17 +657,17 @@ def finish_run(
     last_val = training.last_val
     scored = checkpoint_path(rundir, recipe.run.checkpoint)
     if scored.name != "last.pt":
-        model.load_state_dict(load_checkpoint(scored)["model"])
+        state = load_checkpoint(scored)
+        model.load_state_dict(state["model"])
         last_val = None
-    summary["checkpoint"] = checkpoint_info(rundir, recipe.run.checkpoint, training.best_key)
-    from factorlab.progress import task
+    else:  # the model in memory is last.pt's: its epoch is the last one, no need to read the trainer state
+        state = {"epoch": recipe.run.epochs - 1}
+    summary["checkpoint"] = checkpoint_info(rundir, recipe.run.checkpoint, training.best_key, state=state)
 
     with task("score", f"scoring checkpoint {scored.name} on val and test"):
         summary["splits"]["val"] = last_val if last_val is not None else evaluate(model, splits.val, recipe, device)
         summary["splits"]["test"] = evaluate(model, splits.test, recipe, device)
-    from factorlab.evaluate import quick_leakage  # a linear probe per adversary, next to its accuracy (seconds)
-
-    with task("leakage", "a linear probe per adversary's code"):
+    with task("leakage", "a linear probe per adversary's code"):  # next to the adversary's accuracy (seconds)
         quick = quick_leakage(model, splits.train, {"val": splits.val, "test": splits.test}, device)
     for split, probes in quick.items():
         summary["splits"][split].update(probes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from factorlab.recipe import DEVICE, MAX_SEED
+from factorlab.recipe import DEVICE, DEVICE_HELP, MAX_SEED
 
 
 def int_range(low: int, high: int | None = None, what: str = "a whole number") -> Callable[[str], int]:
@@ -34,9 +34,7 @@ count = int_range(1, None, "a count")
 def device(text: str) -> str:
     """auto, cpu, cuda, cuda:N or mps."""
     if not DEVICE.fullmatch(text):
-        raise argparse.ArgumentTypeError(
-            f"unknown device {text!r}; use one of auto, cpu, cuda, cuda:N (e.g. cuda:1), mps"
-        )
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; {DEVICE_HELP}")
     return text
 
 

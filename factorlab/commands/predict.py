@@ -8,7 +8,6 @@ import json
 import os
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
@@ -67,7 +66,8 @@ def predict_command(parser: argparse.ArgumentParser) -> Callable[[argparse.Names
         "--checkpoint", choices=["best", "last"],
         help="which checkpoint to load (default: the recipe's run.checkpoint, the one summary.json scores)",
     )  # fmt: skip
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    # checked by the Predictor (before the checkpoint is read), so the message names --device and the value
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per batch (default 32)")
     parser.add_argument("--workers", type=int, default=2, metavar="N", help="threads decoding images (default 2)")
     parser.add_argument(
@@ -110,8 +110,11 @@ def predict_command(parser: argparse.ArgumentParser) -> Callable[[argparse.Names
                 raise FactorlabError(
                     f"no images in {' '.join(args.inputs)} (looked for {', '.join(sorted(_extensions()))})"
                 )
-        # Pillow warns (and only then refuses) between its limit and twice that: our own --max-pixels check reports it
-        warnings.filterwarnings("ignore", category=_bomb_warning())
+        # --max-pixels is the only limit: read_image checks it on the header, before any pixel is decoded
+        # (Pillow's own limit would refuse files above twice its default even when --max-pixels allows them)
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = None
         counts = {"ok": 0, "no face": 0, "skipped": 0, "faces": 0}
         started = time.perf_counter()
 
@@ -168,12 +171,6 @@ def _extensions() -> Iterable[str]:
     from factorlab.predict import IMAGE_EXTENSIONS
 
     return IMAGE_EXTENSIONS
-
-
-def _bomb_warning() -> type[Warning]:
-    from PIL import Image
-
-    return Image.DecompressionBombWarning
 
 
 def output_format(fmt: str | None, out: Path | None) -> str:

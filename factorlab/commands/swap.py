@@ -31,15 +31,15 @@ examples:
 def read_photo(path: Path) -> np.ndarray:
     """An image file as uint8 (H, W, 3); a clear error when it is missing or not an image."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not path.is_file():
         raise FactorlabError(
             f"image not found: {path}; give an image file or a data-set index such as test:12 (split:index)"
         )
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+        with Image.open(path) as image:  # upright by its EXIF orientation, as `factorlab predict` reads photos
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     except Image.DecompressionBombError as exc:
         raise FactorlabError(f"image {path} is too large to decode safely ({exc}); give a smaller image") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:

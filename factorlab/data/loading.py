@@ -43,7 +43,9 @@ class DerivedLabels(FactorDataset):
         self.base = base
         self.classes = {k: v for k, v in base.classes.items() if k not in factors}
         self._derived: dict[str, np.ndarray] = {}
-        self.unseen_classes = base.unseen_classes  # held-out classes of the wrapped set (identity), not the base default
+        self.unseen_classes = (
+            base.unseen_classes
+        )  # held-out classes of the wrapped set (identity), not the base default
         for key, factor in factors.items():
             problem = label_check(name, None, list(truth), factor)
             if problem:
