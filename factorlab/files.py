@@ -166,3 +166,14 @@ def describe_torch_load_failure(path: Path, exc: BaseException) -> str:
             "current torch.save, or as safetensors, from a trusted environment"
         )
     return f"{path} is not a torch file ({size} bytes that are neither a torch zip archive nor safetensors)"
+
+
+def read_json_object(path: Path) -> dict | None:
+    """A JSON object from a file, or None when the file is missing, unreadable, damaged or not an object."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError covers UnicodeDecodeError and JSONDecodeError
+        return None
+    return data if isinstance(data, dict) else None

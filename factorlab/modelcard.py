@@ -11,17 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from factorlab.files import atomic_write_text
+from factorlab import leakage
+from factorlab.files import atomic_write_text, read_json_object
 from factorlab.report import markdown_table, pct
 
 CARD = "MODEL_CARD.md"
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # missing or damaged: the card says what it could not read
-        return None
 
 
 def _checkpoint_line(info: Mapping | None, fallback: str) -> str:
@@ -44,8 +38,8 @@ def _value(value: Any) -> str:
 def model_card(rundir: Path) -> str:
     """The Markdown text of a run's model card (from summary.json and eval.json)."""
     rundir = Path(rundir)
-    summary = _read_json(rundir / "summary.json") or {}
-    evaluation = _read_json(rundir / "eval.json")
+    summary = read_json_object(rundir / "summary.json") or {}
+    evaluation = read_json_object(rundir / "eval.json")
     recipe = summary.get("recipe", {})
     classes: dict[str, list[str]] = summary.get("classes", {})
     heads = recipe.get("heads", [])
@@ -157,19 +151,17 @@ def model_card(rundir: Path) -> str:
         ]
 
     lines += ["## Leakage", ""]
-    test = splits.get("test", {})
-    rows = []
-    for adversary in adversaries:
-        factor, code = adversary["factor"], adversary["code"]
-        accuracy = test.get(f"adversary/{factor}/{code}/accuracy")
-        n = len(classes.get(factor, [])) or None
-        rows.append([factor, code, pct(accuracy), pct(1.0 / n) if n else "?"])
+    rows = [
+        [r["factor"], r["code"], pct(r.get("adversary")), pct(r.get("linear_probe")), pct(r.get("mlp_probe"))]
+        for r in leakage.run_rows(summary, evaluation)
+    ]
     if rows:
         lines += [
-            "The in-training adversaries (test split, `summary.json`): how much of a factor a linear classifier "
-            "still reads from the code it was trained to remove it from; near chance is the goal.",
+            "Each factor an adversary must keep out of a code (test split): the in-training adversary's accuracy "
+            "next to fresh probes trained on the frozen codes (the linear probe of `factorlab run`, the MLP probe "
+            "of `factorlab eval`). An adversary at chance does not show the factor is gone; the probes do.",
             "",
-            markdown_table(["factor", "removed from code", "adversary accuracy", "chance (uniform)"], rows),
+            markdown_table(["factor", "kept out of code", "adversary", "linear probe", "MLP probe"], rows),
             "",
         ]
     if evaluation and evaluation.get("probes"):

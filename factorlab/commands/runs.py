@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from factorlab.errors import FactorlabError
+from factorlab.files import read_json_object
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -24,14 +25,6 @@ examples:
 columns: the test accuracy of each head, of each adversary and of the linear probe on the adversary's code
 (end-of-run summary.json); 'eval' says whether `factorlab eval` wrote report.html.
 """
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _last_epoch(rundir: Path) -> int | None:
@@ -53,7 +46,7 @@ def _last_epoch(rundir: Path) -> int | None:
 def _state(rundir: Path, summary: dict | None) -> str:
     if summary is not None:
         return "finished"
-    lock = _read_json(rundir / ".lock")
+    lock = read_json_object(rundir / ".lock")
     if lock and lock.get("host") == socket.gethostname() and isinstance(lock.get("pid"), int):
         try:
             os.kill(lock["pid"], 0)
@@ -97,7 +90,7 @@ def headline(summary: dict | None, split: str = "test") -> dict[str, float]:
 
 def describe(rundir: Path) -> dict:
     """One run folder: name, state, epochs done and planned, wall time, headline test accuracies."""
-    summary = _read_json(rundir / "summary.json")
+    summary = read_json_object(rundir / "summary.json")
     try:
         planned = _epochs((rundir / "recipe.toml").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError):
