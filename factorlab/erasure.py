@@ -59,8 +59,7 @@ def _centre(k: Tensor) -> Tensor:
 
 def hsic(k: Tensor, l: Tensor) -> Tensor:  # noqa: E741 - the kernel names of the paper
     """The biased HSIC estimator tr(K H L H) / (n - 1)^2 of two (n, n) kernel matrices (>= 0 for PSD kernels)."""
-    n = k.shape[0]
-    return (_centre(k) * l).sum() / (n - 1) ** 2
+    return (_centre(k) * _centre(l)).sum() / (k.shape[0] - 1) ** 2
 
 
 def normalised_hsic(code: Tensor, target: Tensor, num_classes: int) -> Tensor:
@@ -74,11 +73,7 @@ def normalised_hsic(code: Tensor, target: Tensor, num_classes: int) -> Tensor:
         code = code.float().flatten(1)
         onehot = F.one_hot(target, num_classes).float()
         k, l = rbf_kernel(code), onehot @ onehot.T  # noqa: E741
-        kc, lc = _centre(k), _centre(l)
-        n = code.shape[0]
-        kl = (kc * lc).sum() / (n - 1) ** 2
-        kk = (kc * kc).sum() / (n - 1) ** 2
-        ll = (lc * lc).sum() / (n - 1) ** 2
+        kl, kk, ll = hsic(k, l), hsic(k, k), hsic(l, l)
         denom = torch.sqrt(kk * ll)
         return torch.where(denom > 1e-12, kl / denom.clamp_min(1e-12), torch.zeros_like(kl))
 

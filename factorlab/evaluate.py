@@ -438,13 +438,6 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _probe(results: list[dict], factor: str, code: str, kind: str) -> float:
-    for r in results:
-        if (r["factor"], r["code"], r["probe"]) == (factor, code, kind):
-            return r["accuracy"]
-    return float("nan")
-
-
 # ---------------------------------------------------------------------------------------------
 # the report
 

@@ -18,7 +18,6 @@ when the head itself is less than 2 points above chance).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -85,10 +84,6 @@ def leakage_rows(result: Mapping, pairs: Sequence[tuple[str, str]]) -> list[dict
     return rows
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else report.pct(value)
-
-
 def _ratio(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
@@ -99,8 +94,8 @@ HEADERS = ["factor", "code", "adversary", "linear probe", "MLP probe", "chance",
 def eval_table(rows: Sequence[Mapping], split: str, erased: Sequence[str] = ()) -> report.Table:
     """The headline table of `factorlab eval`: leakage of every adversary's (factor, code)."""
     table_rows = [
-        [r["factor"], r["code"], _pct(r["adversary"]), _pct(r["linear_probe"]), _pct(r["mlp_probe"]),
-         _pct(r["chance"]), f"{_pct(r['head'])} ({r['head_code'] or '–'})",
+        [r["factor"], r["code"], report.pct(r["adversary"]), report.pct(r["linear_probe"]), report.pct(r["mlp_probe"]),
+         report.pct(r["chance"]), f"{report.pct(r['head'])} ({r['head_code'] or '–'})",
          f"{_ratio(r['linear_normalised'])} / {_ratio(r['mlp_normalised'])}"]
         for r in rows
     ]  # fmt: skip
@@ -119,8 +114,26 @@ def read_eval(rundir: Path, name: str = "eval.json") -> dict | None:
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise FactorlabError(f"{path}: not a readable eval.json ({err}); rerun factorlab eval {rundir}") from None
+    except UnicodeDecodeError:
+        raise FactorlabError(f"{path} is not UTF-8 text: it is damaged; rerun factorlab eval {rundir}") from None
+    except json.JSONDecodeError as err:
+        raise FactorlabError(f"{path}, line {err.lineno}: not valid JSON ({err.msg}); rerun factorlab eval") from None
+
+
+def main_head(summary: Mapping) -> tuple[str, str]:
+    """(factor, code) of a run's first head (every recipe has one), from the recipe saved in its summary."""
+    heads = summary.get("recipe", {}).get("heads") or []
+    if not heads:
+        raise FactorlabError(f"{summary.get('rundir', 'a run')}: its summary.json holds no recipe with a head")
+    return heads[0]["factor"], heads[0]["code"]
+
+
+def adversary_code(summary: Mapping, factor: str) -> str | None:
+    """The code of the run's (first) adversary on `factor`, if it has one."""
+    for adversary in summary.get("recipe", {}).get("adversaries") or []:
+        if adversary["factor"] == factor:
+            return adversary["code"]
+    return None
 
 
 def run_rows(summary: Mapping, evaluation: Mapping | None) -> list[dict]:
@@ -154,8 +167,8 @@ def leakage_table(labels: Sequence[str], summaries: Sequence[Mapping], evaluatio
     rows = []
     for label, summary, ev in zip(labels, summaries, evaluations, strict=True):
         for r in run_rows(summary, ev):
-            rows.append([label, r["factor"], r["code"], _pct(r["adversary"]), _pct(r["linear_probe"]),
-                         _pct(r["mlp_probe"]), _pct(r["chance"]), _pct(r["head"]),
+            rows.append([label, r["factor"], r["code"], report.pct(r["adversary"]), report.pct(r["linear_probe"]),
+                         report.pct(r["mlp_probe"]), report.pct(r["chance"]), report.pct(r["head"]),
                          f"{_ratio(r['linear_normalised'])} / {_ratio(r['mlp_normalised'])}",
                          "eval.json" if ev and ev.get("leakage") else "run (linear probe only)"])  # fmt: skip
     if not rows:
@@ -168,31 +181,19 @@ def leakage_table(labels: Sequence[str], summaries: Sequence[Mapping], evaluatio
     return report.Table(headers, rows, caption)
 
 
-def _run_paths(path: Path) -> list[Path]:
-    """The run folders of a seed group (from its group.json), or [path] for a plain run folder."""
-    from factorlab.seeds import GROUP_FILE, is_group
-
-    if not is_group(path):
-        return [path]
-    info = json.loads((path / GROUP_FILE).read_text(encoding="utf-8"))
-    return [path / name for name in info["runs"].values()]
-
-
-def group_leakage_table(paths: Sequence[Path]) -> report.Table | None:
-    """`factorlab compare` of seed groups: mean ± std (n) over seeds of every leakage figure."""
-    from factorlab.seeds import describe, load_group
+def group_leakage_table(groups: Sequence) -> report.Table | None:
+    """`factorlab compare` of seed groups (`seeds.Group`s): mean ± std (n) over seeds of every leakage figure."""
+    from factorlab.stats import describe
 
     fields = ["adversary", "linear_probe", "mlp_probe", "chance", "head", "linear_normalised", "mlp_normalised"]
     rows = []
-    for path in paths:
-        group = load_group(Path(path))  # checks that every run finished
+    for group in groups:
         per_pair: dict[tuple[str, str], dict[str, list[float]]] = {}
-        for summary, rundir in zip(group.summaries, _run_paths(Path(path)), strict=True):
+        for summary, rundir in zip(group.summaries, group.runs, strict=True):
             for r in run_rows(summary, read_eval(rundir)):
                 values = per_pair.setdefault((r["factor"], r["code"]), {f: [] for f in fields})
                 for f in fields:
-                    if r.get(f) is not None and math.isfinite(r[f]):
-                        values[f].append(r[f])
+                    values[f].append(r.get(f))  # describe() keeps the finite values
         for (factor, code), values in per_pair.items():
             stats = {f: describe(values[f]) for f in fields}
             rows.append(

@@ -27,6 +27,7 @@ from typing import Any
 from factorlab import report
 from factorlab.errors import FactorlabError
 from factorlab.files import atomic_write_text
+from factorlab.leakage import adversary_code, main_head
 from factorlab.runfolders import new_stamped_dir
 from factorlab.stats import (
     ALPHA as ALPHA,  # re-exported: the statistics live in factorlab.stats
@@ -132,6 +133,7 @@ class Group:
     label: str
     summaries: list[dict]
     overrides: list[str] = field(default_factory=list)
+    runs: list[Path] = field(default_factory=list)  # the run folder of each summary
 
     @property
     def n(self) -> int:
@@ -144,7 +146,7 @@ def load_group(path: Path) -> Group:
 
     path = Path(path)
     if not is_group(path):
-        return Group(path, path.name, [load_summary(path)])
+        return Group(path, path.name, [load_summary(path)], runs=[path])
     try:
         info = json.loads((path / GROUP_FILE).read_text(encoding="utf-8"))
         runs = [path / name for name in info["runs"].values()]
@@ -159,7 +161,7 @@ def load_group(path: Path) -> Group:
             f"factorlab run --resume {path}/SEED-DIR, or compare the finished run folders one by one"
         )
     overrides = [o for o in info.get("overrides") or [] if not o.startswith("run.output=")]
-    return Group(path, str(info.get("name", path.name)), [load_summary(r) for r in runs], overrides)
+    return Group(path, str(info.get("name", path.name)), [load_summary(r) for r in runs], overrides, runs)
 
 
 def metric_values(group: Group, split: str, key: str) -> list[float]:
@@ -188,18 +190,9 @@ def metrics_table(groups: Sequence[Group], split: str = "test") -> report.Table:
     return report.Table(headers, rows, caption)
 
 
-def _head(summary: Mapping) -> tuple[str, str]:
-    heads = summary.get("recipe", {}).get("heads") or []
-    if not heads:
-        raise FactorlabError(f"{summary.get('rundir', 'a run')}: its summary.json holds no recipe with a head")
-    return heads[0]["factor"], heads[0]["code"]
-
-
 def _adversary_key(summary: Mapping, factor: str) -> str | None:
-    for adversary in summary.get("recipe", {}).get("adversaries") or []:
-        if adversary["factor"] == factor:
-            return f"adversary/{factor}/{adversary['code']}/accuracy"
-    return None
+    code = adversary_code(summary, factor)
+    return f"adversary/{factor}/{code}/accuracy" if code else None
 
 
 def _versus(reference: Stat, stat: Stat) -> str:
@@ -212,7 +205,7 @@ def _versus(reference: Stat, stat: Stat) -> str:
 
 def paper_table(groups: Sequence[Group], split: str = "test") -> report.Table:
     """Tables 1 and 2 of the paper over seeds: C_exp and C_adv_exp accuracy, mean ± std (n), and p vs the first."""
-    factor, code = _head(groups[0].summaries[0])
+    factor, code = main_head(groups[0].summaries[0])
     head_key = f"head/{factor}/{code}/accuracy"
     first_head = describe(metric_values(groups[0], split, head_key))
     adv0 = _adversary_key(groups[0].summaries[0], factor)

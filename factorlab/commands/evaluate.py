@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from factorlab.commands import args as types
 from factorlab.commands.core import output_args
 from factorlab.errors import FactorlabError
 from factorlab.files import atomic_write_text, check_writable_dir
+from factorlab.leakage import adversary_code, main_head, read_eval
 from factorlab.progress import make_console
 
 console = make_console()
@@ -235,29 +235,13 @@ def _score_swaps(args: argparse.Namespace) -> dict:
 # factorlab compare
 
 
-def _main_head(summary: Mapping) -> tuple[str, str]:
-    """(factor, code) of a run's first head (every recipe has one), from the recipe saved in its summary."""
-    heads = summary.get("recipe", {}).get("heads") or []
-    if not heads:
-        raise FactorlabError(f"{summary.get('rundir', 'a run')}: its summary.json holds no recipe with a head")
-    return heads[0]["factor"], heads[0]["code"]
-
-
-def _adversary_code(summary: Mapping, factor: str) -> str | None:
-    """The code of the run's (first) adversary on `factor`, if it has one."""
-    for adversary in summary.get("recipe", {}).get("adversaries") or []:
-        if adversary["factor"] == factor:
-            return adversary["code"]
-    return None
-
-
 def _split_value(summary: Mapping, split: str, key: str | None) -> Any:
     return summary.get("splits", {}).get(split, {}).get(key) if key else None
 
 
 def _head_accuracy(split: str) -> Callable[[Mapping], Any]:
     def value(summary: Mapping) -> Any:
-        head = _main_head(summary)
+        head = main_head(summary)
         return report.pct(_split_value(summary, split, head and f"head/{head[0]}/{head[1]}/accuracy"))
 
     return value
@@ -265,8 +249,8 @@ def _head_accuracy(split: str) -> Callable[[Mapping], Any]:
 
 def _adversary_accuracy(split: str) -> Callable[[Mapping], Any]:
     def value(summary: Mapping) -> Any:
-        head = _main_head(summary)
-        code = head and _adversary_code(summary, head[0])
+        head = main_head(summary)
+        code = head and adversary_code(summary, head[0])
         return report.pct(_split_value(summary, split, code and f"adversary/{head[0]}/{code}/accuracy"))
 
     return value
@@ -283,14 +267,14 @@ def run_labels(summaries: Sequence[Mapping]) -> list[str]:
 
 def table1(summaries: Sequence[Mapping], split: str = "test") -> report.Table:
     """Paper Table 1: method | C_exp accuracy (the first head of each run)."""
-    head = _main_head(summaries[0])
+    head = main_head(summaries[0])
     rows = [[label, _head_accuracy(split)(s)] for label, s in zip(run_labels(summaries), summaries, strict=True)]
     return report.Table(["method", f"C_{head[1]} accuracy"], rows, f"Table 1: accuracy of C_{head[1]} ({split} split)")
 
 
 def table2(summaries: Sequence[Mapping], split: str = "test") -> report.Table:
     """Paper Table 2: beta_rec | C_exp | C_adv_exp, rows by decreasing beta_rec as in the paper."""
-    head = _main_head(summaries[0])
+    head = main_head(summaries[0])
     labelled = list(zip(run_labels(summaries), summaries, strict=True))
 
     def beta(item: tuple[str, Mapping]) -> float:
@@ -312,7 +296,7 @@ def leakage_table(summaries: Sequence[Mapping], evaluations: Sequence[Mapping | 
         return None
     rows = []
     for label, summary, ev in zip(run_labels(summaries), summaries, evaluations, strict=True):
-        head = _main_head(summary)
+        head = main_head(summary)
         if not ev or "probes" not in ev:
             rows.append([label, "–", "–", "–", "–", "–"])
             continue
@@ -324,21 +308,9 @@ def leakage_table(summaries: Sequence[Mapping], evaluations: Sequence[Mapping | 
             chance = probes[0]["chance"] if probes else None
             rows.append([label, kind, report.pct(own[0] if own else None), ", ".join(others) or "– (no other code)",
                          report.pct(chance), ev.get("split")])  # fmt: skip
-    factor, code = _main_head(summaries[0])
+    factor, code = main_head(summaries[0])
     headers = ["run", "probe", f"{factor} from {code}", f"{factor} from the other codes", "chance", "split"]
     return report.Table(headers, rows, f"Leakage: fresh probes reading {factor} from frozen codes (eval.json)")
-
-
-def _read_eval(rundir: Path) -> dict | None:
-    path = Path(rundir) / "eval.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise FactorlabError(f"{path} is not UTF-8 text: it is damaged; rerun factorlab eval {rundir}") from None
-    except json.JSONDecodeError as err:
-        raise FactorlabError(f"{path}, line {err.lineno}: not valid JSON ({err.msg}); rerun factorlab eval") from None
 
 
 def compare_tables(rundirs: Sequence[Path], which: str = "all", split: str = "test") -> list[report.Table]:
@@ -357,7 +329,7 @@ def compare_tables(rundirs: Sequence[Path], which: str = "all", split: str = "te
     if which == "all":
         from factorlab.leakage import leakage_table as headline_table
 
-        evaluations = [_read_eval(Path(r)) for r in rundirs]
+        evaluations = [read_eval(Path(r)) for r in rundirs]
         headline = headline_table(run_labels(summaries), summaries, evaluations)
         if headline is not None:
             tables.append(headline)
@@ -384,7 +356,7 @@ def compare_command(parser: argparse.ArgumentParser) -> Handler:
     parser.epilog = COMPARE_EPILOG
 
     def handle(args: argparse.Namespace) -> int:
-        from factorlab.seeds import group_tables, is_group
+        from factorlab.seeds import group_tables, is_group, load_group
 
         if args.out:  # now, not after the tables are computed
             check_writable_dir(args.out.parent, "--out")
@@ -393,7 +365,7 @@ def compare_command(parser: argparse.ArgumentParser) -> Handler:
             if args.split == "test":
                 from factorlab.leakage import group_leakage_table
 
-                headline = group_leakage_table(args.rundirs)
+                headline = group_leakage_table([load_group(path) for path in args.rundirs])
                 if headline is not None:
                     tables.append(headline)
         else:
