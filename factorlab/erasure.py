@@ -23,10 +23,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
 from factorlab.adversaries import Adversary
+from factorlab.builtins.erasure import EnsembleConfig, HSICConfig  # their options live with their registration
 from factorlab.errors import FactorlabError
 from factorlab.heads import mlp_classifier
 from factorlab.losses import adversary_loss, uniform_confusion
@@ -93,12 +93,6 @@ class HSICAdversary(Adversary):
         return f"num_classes={self.num_classes}"
 
 
-class HSICConfig(BaseModel):
-    """Options of the `hsic` adversary (it has none: kernel widths follow the median heuristic per batch)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
 def hsic_adversary(config: HSICConfig, *, in_features: int, num_classes: int) -> HSICAdversary:
     """Normalised HSIC between the code and the one-hot labels, minimised by the encoder; no network."""
     return HSICAdversary(num_classes)
@@ -150,30 +144,6 @@ class EnsembleAdversary(Adversary):
 
     def extra_repr(self) -> str:
         return f"reset_every={self.reset_every}"
-
-
-class EnsembleConfig(BaseModel):
-    """Options of the `ensemble` adversary."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    members: int = Field(4, ge=1, le=64, description="Number of classifiers K in the ensemble.")
-    hidden: list[list[int]] = Field(
-        default_factory=lambda: [[], [256]],
-        description="Hidden layer sizes per member, used in turn ([] = linear): the default alternates linear and "
-        "one-hidden-layer MLP members.",
-    )
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout in each member.")
-    reset_every: int = Field(
-        0, ge=0, description="Re-initialise one member, in turn, every this many adversary steps; 0 = never."
-    )
-
-    @field_validator("hidden")
-    @classmethod
-    def _positive(cls, value: list[list[int]]) -> list[list[int]]:
-        if any(size < 1 for sizes in value for size in sizes):
-            raise ValueError("every hidden layer size must be at least 1")
-        return value
 
 
 def ensemble(config: EnsembleConfig, *, in_features: int, num_classes: int) -> EnsembleAdversary:

@@ -8,7 +8,39 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from factorlab.hookspecs import Register, hookimpl
+
+
+class HSICConfig(BaseModel):
+    """Options of the `hsic` adversary (it has none: kernel widths follow the median heuristic per batch)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class EnsembleConfig(BaseModel):
+    """Options of the `ensemble` adversary."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    members: int = Field(4, ge=1, le=64, description="Number of classifiers K in the ensemble.")
+    hidden: list[list[int]] = Field(
+        default_factory=lambda: [[], [256]],
+        description="Hidden layer sizes per member, used in turn ([] = linear): the default alternates linear and "
+        "one-hidden-layer MLP members.",
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout in each member.")
+    reset_every: int = Field(
+        0, ge=0, description="Re-initialise one member, in turn, every this many adversary steps; 0 = never."
+    )
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive(cls, value: list[list[int]]) -> list[list[int]]:
+        if any(size < 1 for sizes in value for size in sizes):
+            raise ValueError("every hidden layer size must be at least 1")
+        return value
 
 
 @hookimpl
@@ -16,12 +48,12 @@ def factorlab_register_adversaries(register: Register) -> None:
     register(
         "ensemble",
         "factorlab.erasure:ensemble",
-        config="factorlab.erasure:EnsembleConfig",
+        config=EnsembleConfig,
         description="K linear/MLP adversaries the encoder confuses at once; optional re-initialisation (reset_every).",
     )
     register(
         "hsic",
         "factorlab.erasure:hsic_adversary",
-        config="factorlab.erasure:HSICConfig",
+        config=HSICConfig,
         description="Normalised HSIC between the code and the one-hot labels as the encoder's penalty; no network.",
     )
