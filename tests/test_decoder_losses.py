@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from factorlab import swap
-from factorlab.data.loading import build_dataset
+from factorlab.data.loading import build_dataset, dataset_images
 from factorlab.model import build_model, resolve_factors
 from factorlab.plugins import get_host
 from factorlab.recipe import load_recipe
@@ -235,14 +235,10 @@ def tiny_model():
     return recipe, build_model(recipe, classes=dataset.classes).eval(), dataset
 
 
-def _images(dataset, indices) -> torch.Tensor:
-    return torch.from_numpy(np.stack([dataset.image(i) for i in indices])).permute(0, 3, 1, 2).float() / 255
-
-
 def test_grid_has_the_true_swap_columns_for_synthfaces(tiny_model) -> None:
     _, model, dataset = tiny_model
     pairs = [(0, 20), (1, 21)]
-    result = swap.synthesize(model, _images(dataset, [0, 1]), _images(dataset, [20, 21]))
+    result = swap.synthesize(model, dataset_images(dataset, [0, 1]), dataset_images(dataset, [20, 21]))
     result = swap.add_truth(result, model, dataset, pairs)
     expected = dataset.render_with(1, 21, factors=("expression",))
     np.testing.assert_array_equal(swap.to_uint8(result.truth1)[1], expected)
@@ -266,7 +262,7 @@ def test_grid_has_no_true_swap_for_real_data(tiny_model, tmp_path) -> None:
     real = ckplus.build(
         config, split="train", image_size=32, factors={"expression": Factor("expression", EXPRESSION_8)}
     )
-    images = _images(real, [0, 1])
+    images = dataset_images(real, [0, 1])
     result = swap.add_truth(swap.synthesize(model, images[:1], images[1:]), model, real, [(0, 1)])
     assert result.truth1 is None and len(result.columns()) == 6
     assert np.asarray(swap.swap_grid(result)).shape[1] == swap.GridLayout(1, 32 * swap.tile_scale(32)).size[0]

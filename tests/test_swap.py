@@ -15,7 +15,7 @@ from PIL import Image
 
 from factorlab import swap
 from factorlab.cli import main
-from factorlab.data.loading import build_dataset
+from factorlab.data.loading import build_dataset, dataset_images
 from factorlab.errors import FactorlabError
 from factorlab.model import Disentangler, build_model, resolve_factors
 from factorlab.recipe import load_recipe
@@ -33,10 +33,6 @@ def tiny() -> tuple:
     dataset = build_dataset(recipe, "test", resolve_factors(recipe))
     model = build_model(recipe, classes=dataset.classes).eval()
     return recipe, model, dataset
-
-
-def _images(dataset, indices) -> torch.Tensor:
-    return torch.from_numpy(np.stack([dataset.image(i) for i in indices])).permute(0, 3, 1, 2).float() / 255
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,7 +54,7 @@ def test_swapping_twice_restores_the_codes(names: list[str], seed: int) -> None:
 
 def test_swapping_a_code_with_itself_gives_the_reconstruction(tiny) -> None:
     _, model, dataset = tiny
-    x = _images(dataset, [0, 5, 9])
+    x = dataset_images(dataset, [0, 5, 9])
     result = swap.synthesize(model, x, x, ("exp",))
     torch.testing.assert_close(result.swap1, result.rec1)
     torch.testing.assert_close(result.swap2, result.rec2)
@@ -67,10 +63,12 @@ def test_swapping_a_code_with_itself_gives_the_reconstruction(tiny) -> None:
 
 def test_swapping_every_code_exchanges_the_reconstructions(tiny) -> None:
     _, model, dataset = tiny
-    result = swap.synthesize(model, _images(dataset, [0, 1]), _images(dataset, [20, 30]), ("exp", "nonexp"))
+    result = swap.synthesize(
+        model, dataset_images(dataset, [0, 1]), dataset_images(dataset, [20, 30]), ("exp", "nonexp")
+    )
     torch.testing.assert_close(result.swap1, result.rec2)
     torch.testing.assert_close(result.swap2, result.rec1)
-    x1, x2 = _images(dataset, [0, 1]), _images(dataset, [20, 30])
+    x1, x2 = dataset_images(dataset, [0, 1]), dataset_images(dataset, [20, 30])
     partial = swap.synthesize(model, x1, x2, ("exp",))  # X1'' = De(X1's nonexp, X2's exp)
     c1, c2 = model.encode(x1), model.encode(x2)
     torch.testing.assert_close(partial.swap1, model.decode({"exp": c2["exp"], "nonexp": c1["nonexp"]}).clamp(0, 1))
@@ -93,7 +91,7 @@ def test_swap_needs_a_decoder_and_known_codes(tiny) -> None:
 
 def test_grid_has_the_papers_layout(tiny) -> None:
     _, model, dataset = tiny
-    result = swap.synthesize(model, _images(dataset, [0, 1, 2]), _images(dataset, [20, 21, 22]))
+    result = swap.synthesize(model, dataset_images(dataset, [0, 1, 2]), dataset_images(dataset, [20, 21, 22]))
     grid = np.asarray(swap.swap_grid(result, row_labels=["a\nb", "c\nd", "e\nf"]))
     scale = swap.tile_scale(32)
     assert scale * 32 >= swap.MIN_TILE
@@ -120,7 +118,7 @@ def test_grid_has_the_papers_layout(tiny) -> None:
 
 def test_save_swap_writes_the_grid_and_each_image(tiny, tmp_path) -> None:
     _, model, dataset = tiny
-    result = swap.synthesize(model, _images(dataset, [0]), _images(dataset, [20]))
+    result = swap.synthesize(model, dataset_images(dataset, [0]), dataset_images(dataset, [20]))
     written = swap.save_swap(result, tmp_path / "out.png")
     assert written[0] == tmp_path / "out.png" and len(written) == 7
     x2 = np.asarray(Image.open(tmp_path / "out" / "pair0_x2.png"))

@@ -117,3 +117,25 @@ def one_batch_trainer(recipe_path, overrides=(), *, seed: int = 0):
     trainer = Trainer(recipe, model, torch.device("cpu"), total_steps=10)
     batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=recipe.run.batch_size)))
     return trainer, to_device(batch, torch.device("cpu"))
+
+
+def internal_imports(package: Path | str) -> list[str]:
+    """`file: module` for each import in a plugin package's modules that is not the plugin API (`factorlab` and
+    the names of `factorlab.__all__`) nor the package itself; a plugin should have none."""
+    import ast
+
+    import factorlab
+
+    package = Path(package)
+    found = []
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("factorlab"):
+                if node.module.split(".")[0] == package.name:
+                    continue  # its own modules
+                names = {alias.name for alias in node.names}
+                if node.module != "factorlab" or not names <= set(factorlab.__all__):
+                    found.append(f"{path.name}: from {node.module} import {', '.join(sorted(names))}")
+            if isinstance(node, ast.Import):
+                found += [f"{path.name}: import {a.name}" for a in node.names if a.name.startswith("factorlab.")]
+    return found
