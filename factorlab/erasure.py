@@ -121,6 +121,7 @@ class EnsembleAdversary(Adversary):
         self.members = nn.ModuleList(members)
         self.reset_every = reset_every
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self._count: int | None = None  # a host copy of `steps`, taken on first use
 
     def forward(self, code: Tensor) -> Tensor:
         """Log of the mean of the members' softmax probabilities (B, classes)."""
@@ -130,11 +131,19 @@ class EnsembleAdversary(Adversary):
     def logits(self, code: Tensor) -> Tensor:
         return self(code)
 
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._count = None  # a resumed run continues counting from the loaded `steps`
+
     def adversary_loss(self, code: Tensor, target: Tensor) -> Tensor:
         """Sum of the members' cross-entropies (each member learns from its own); resets one member when due."""
         if self.training:
-            if self.reset_every and int(self.steps) > 0 and int(self.steps) % self.reset_every == 0:
-                _reset(self.members[(int(self.steps) // self.reset_every - 1) % len(self.members)])
+            if self.reset_every:
+                if self._count is None:  # read the (checkpointed) buffer once, not every step: no device sync
+                    self._count = int(self.steps)
+                if self._count > 0 and self._count % self.reset_every == 0:
+                    _reset(self.members[(self._count // self.reset_every - 1) % len(self.members)])
+                self._count += 1
             self.steps += 1
         return sum(adversary_loss(m(code), target) for m in self.members)
 
