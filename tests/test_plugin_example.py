@@ -123,3 +123,11 @@ def test_metric_options_from_the_recipe_reach_the_plugin_metric(site, tmp_path) 
     assert result.returncode == 0, result.stderr
     evaluation = json.loads((rundir / "eval.json").read_text())
     assert "code_norm/exp/q0.9" in json.dumps(evaluation)  # quantile = 0.9 from the recipe's [eval.options]
+
+
+def test_a_bad_faces_csv_is_a_user_error_naming_the_line(site, tmp_path) -> None:
+    root = csvfaces(tmp_path / "faces")
+    (root / "faces.csv").write_text("path,expression,part\nface0.png,grumpy,train\n", encoding="utf-8")
+    result = run_cli("prepare", "csvfaces", "--root", str(root), "--out", str(tmp_path / "cache"), env=site)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "faces.csv:2: need path, expression" in " ".join(result.stderr.split())

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from factorlab import Sample, Scan, Source, SourceConfig
+from factorlab import DataError, Sample, Scan, Source, SourceConfig
 
 EXPRESSIONS = ["neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt"]
 
@@ -20,13 +20,21 @@ class CSVFacesConfig(SourceConfig):
 
 
 def scan(config: CSVFacesConfig) -> Scan:
-    """List root/faces.csv: one sample per row, the whole image being the face."""
-    with open(config.root / "faces.csv", newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    samples = [
-        Sample(row["path"], f"faces.csv:{i + 2}", {"expression": EXPRESSIONS.index(row["expression"])}, row["part"])
-        for i, row in enumerate(rows)
-    ]
+    """List root/faces.csv: one sample per row, the whole image being the face. A bad file is a DataError
+    naming the file and line (exit 2, no traceback)."""
+    path = config.root / "faces.csv"
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read it ({exc}); give data.root the folder that holds faces.csv") from None
+    samples = []
+    for line, row in enumerate(rows, start=2):
+        if row.get("expression") not in EXPRESSIONS or row.get("part") not in ("train", "test") or not row.get("path"):
+            raise DataError(f"{path}:{line}: need path, expression (one of {EXPRESSIONS}) and part (train or test)")
+        samples.append(
+            Sample(row["path"], f"faces.csv:{line}", {"expression": EXPRESSIONS.index(row["expression"])}, row["part"])
+        )
     return Scan(samples, {"expression": EXPRESSIONS})
 
 
