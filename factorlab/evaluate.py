@@ -336,7 +336,8 @@ def evaluate_run(
     with progress.task("metrics", f"metrics ({names})", len(plan), "metrics"):
         result.update(run_metrics(plan, test.codes, {f: factor_labels["test"][f] for f in shared}, context, log))
     if "probes" in result:
-        heads = {name.split("/")[0]: scores["accuracy"] for name, scores in result["heads"].items()}
+        # the ceiling of each factor: its first head (the code `owners` names), as in the leakage table
+        heads = {f: result["heads"][f"{f}/{c}"]["accuracy"] for f, c in owner.items() if f"{f}/{c}" in result["heads"]}
         plots.plot_probes(result["probes"], heads, plot_dir / "probes.png", split=split)
     if "dci" in result:
         importance = result["dci"]["code_importance"]
