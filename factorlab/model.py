@@ -6,7 +6,9 @@ Heads and adversaries are keyed `<factor>_from_<code>` (e.g. `expression_from_ex
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -147,6 +149,32 @@ class Disentangler(nn.Module):
         return list(self.net.branches)
 
 
+def _meta_numel(module: nn.Module) -> int:
+    """Elements of the parameters and buffers of `module` that live on the meta device."""
+    return sum(t.numel() for t in (*module.parameters(), *module.buffers()) if t.is_meta)
+
+
+def _run_for_shapes(module: nn.Module, x: torch.Tensor, check_size=None, counted: int = 0) -> torch.Tensor:
+    """`module(x)` on the CPU in eval mode without gradients, for the shape of its output.
+
+    A module built on the meta device runs as an uninitialised CPU copy (its values do not matter for a shape;
+    meta tensors would, since torch 2.x runs their kernels through torch._dynamo, cost seconds of import), once
+    `check_size(counted + its elements)` allowed it.
+    """
+    meta = _meta_numel(module)
+    if meta:
+        if check_size is not None:
+            check_size(counted + meta)
+        module = copy.deepcopy(module).to_empty(device="cpu")
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.device("cpu"), torch.no_grad():
+            return module(x)
+    finally:
+        module.train(was_training)
+
+
 def concat_codes(codes: dict[str, torch.Tensor], order: list[str]) -> torch.Tensor:
     """Concatenate codes for the decoder: along channels when all are maps of one size, else flattened."""
     tensors = [codes[name] for name in order]
@@ -155,11 +183,16 @@ def concat_codes(codes: dict[str, torch.Tensor], order: list[str]) -> torch.Tens
     return torch.cat([t.flatten(1) for t in tensors], dim=1)
 
 
-def build_model(recipe, classes: dict[str, list[str]] | None = None) -> Disentangler:
+def build_model(
+    recipe, classes: dict[str, list[str]] | None = None, *, check_size: Callable[[int], None] | None = None
+) -> Disentangler:
     """Build the model a recipe describes.
 
     `classes` gives each factor's class names; factors without canonical classes (identity) take
     them from the training split of the recipe's data set when `classes` does not give them.
+    Built under `torch.device("meta")` nothing is allocated, except that the shapes of the codes are inferred
+    by running the encoder and each branch on the CPU: `check_size(parameters counted so far)` is called before
+    such a part is materialised (uninitialised) for it, so a caller can refuse a model too large to try.
     """
     from factorlab.plugins import get_host
 
@@ -176,19 +209,16 @@ def build_model(recipe, classes: dict[str, list[str]] | None = None) -> Disentan
 
     size = recipe.data.image_size
     encoder = host.get("encoders", recipe.encoder.type).factory(recipe.encoder.options, image_size=size)
-    probe = torch.zeros(2, 3, size, size)
-    was_training = encoder.training
-    encoder.eval()
-    with torch.no_grad():
-        features = encoder(probe)
-        branches, code_shapes = {}, {}
-        for name, section in recipe.codes.items():
-            branch = host.get("branches", section.branch).factory(section.options, in_shape=tuple(features.shape[1:]))
-            branch.eval()
-            code_shapes[name] = tuple(branch(features).shape[1:])
-            branch.train()
-            branches[name] = branch
-    encoder.train(was_training)
+    with torch.device("cpu"):
+        probe = torch.zeros(2, 3, size, size)
+    features = _run_for_shapes(encoder, probe, check_size)
+    counted = _meta_numel(encoder)
+    branches, code_shapes = {}, {}
+    for name, section in recipe.codes.items():
+        branch = host.get("branches", section.branch).factory(section.options, in_shape=tuple(features.shape[1:]))
+        code_shapes[name] = tuple(_run_for_shapes(branch, features, check_size, counted).shape[1:])
+        counted += _meta_numel(branch)
+        branches[name] = branch
 
     def classifiers(kind: str, sections) -> tuple[dict[str, nn.Module], list[Link]]:
         """Heads or adversaries: one classifier of `factor` on the flattened `code` per section."""
@@ -207,7 +237,7 @@ def build_model(recipe, classes: dict[str, list[str]] | None = None) -> Disentan
     adversaries, adversary_links = classifiers("adversaries", recipe.adversaries)
     decoder = None
     if recipe.uses_decoder:
-        with torch.no_grad():
+        with torch.device("cpu"):
             dummy = {name: torch.zeros(2, *shape) for name, shape in code_shapes.items()}
             in_shape = tuple(concat_codes(dummy, list(code_shapes)).shape[1:])
         decoder = host.get("decoders", recipe.decoder.type).factory(

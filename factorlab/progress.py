@@ -351,11 +351,8 @@ class Reporter:
             return
         info = summary.get("checkpoint") or {}
         scored = f", checkpoint {info['name']} ({info['file']}, epoch {info['epoch']})" if info else ""
-        keys = [
-            k
-            for k in next(iter(summary["splits"].values()))
-            if k.endswith("accuracy") or k.startswith("reconstruction")
-        ]
+        every = dict.fromkeys(k for values in summary["splits"].values() for k in values)  # the quick probe: test only
+        keys = [k for k in every if k.endswith("accuracy") or k.startswith("reconstruction")]
         commands = next_commands(self.rundir, decoder=decoder)
         current = mode()
         if current == "json":
@@ -371,7 +368,8 @@ class Reporter:
         for split in summary["splits"]:
             table.add_column(split, justify="right")
         for key in keys:
-            table.add_row(key, *(f"{summary['splits'][s].get(key, float('nan')):.4f}" for s in summary["splits"]))
+            values = (summary["splits"][split].get(key) for split in summary["splits"])
+            table.add_row(key, *("–" if value is None else f"{value:.4f}" for value in values))
         console.print(table)
         console.print(
             f"{duration(summary['wall_time_s'])}, {summary['images_per_s']:.0f} images/s (training)", soft_wrap=True

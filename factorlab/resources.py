@@ -52,8 +52,10 @@ def without_pretrained_weights(recipe):
 
 
 def model_parameters(recipe) -> int:
-    """How many parameters the model of `recipe` has, counted on the meta device (nothing is allocated).
+    """How many parameters the model of `recipe` has, counted on the meta device.
 
+    Nothing is initialised; the encoder and the branches are materialised (uninitialised) on the CPU to infer
+    the code shapes, after `check_training_memory` allowed what is counted so far (a ResourceError otherwise).
     Factors whose classes come from the data (identity) are counted with two classes, so no data is read.
     """
     import torch
@@ -62,15 +64,30 @@ def model_parameters(recipe) -> int:
 
     classes = {name: list(f.classes) if f.classes else ["a", "b"] for name, f in resolve_factors(recipe).items()}
     with torch.device("meta"):
-        model = build_model(without_pretrained_weights(recipe), classes=classes)
+        model = build_model(
+            without_pretrained_weights(recipe),
+            classes=classes,
+            check_size=lambda n: check_training_memory(recipe, n, at_least=True),
+        )
     return sum(p.numel() for p in model.parameters())
 
 
-def check_model_size(recipe) -> None:
-    """A ResourceError, before anything is allocated, when training the recipe's model cannot fit in memory.
+def check_training_memory(recipe, parameters: int, *, at_least: bool = False) -> None:
+    """A ResourceError when training `parameters` parameters cannot fit in memory.
 
     Training holds four float32 copies of every parameter: the weights, their gradients and Adam's two moments.
     """
+    where = f" of {recipe.source}" if recipe.source else ""
+    count = f"{'at least ' if at_least else ''}{parameters / 1e6:,.0f} million parameters"
+    check_memory(
+        16 * parameters,
+        f"training the model{where} ({count})",
+        "use smaller widths or hidden sizes (codes.<name>.widths, encoder.widths, heads.<i>.hidden)",
+    )
+
+
+def check_model_size(recipe) -> None:
+    """A ResourceError, before anything is initialised, when training the recipe's model cannot fit in memory."""
     from factorlab.errors import FactorlabError
 
     try:
@@ -79,9 +96,4 @@ def check_model_size(recipe) -> None:
         raise
     except Exception:  # a part that cannot be built on the meta device: the real build reports its own errors
         return
-    where = f" of {recipe.source}" if recipe.source else ""
-    check_memory(
-        16 * n,
-        f"training the model{where} ({n / 1e6:,.0f} million parameters)",
-        "use smaller widths or hidden sizes (codes.<name>.widths, encoder.widths, heads.<i>.hidden)",
-    )
+    check_training_memory(recipe, n)

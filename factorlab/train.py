@@ -667,8 +667,9 @@ def finish_run(
     with task("score", f"scoring checkpoint {scored.name} on val and test"):
         summary["splits"]["val"] = last_val if last_val is not None else evaluate(model, splits.val, recipe, device)
         summary["splits"]["test"] = evaluate(model, splits.test, recipe, device)
-    with task("leakage", "a linear probe per adversary's code"):  # next to the adversary's accuracy (seconds)
-        quick = quick_leakage(model, splits.train, {"val": splits.val, "test": splits.test}, device)
+    # next to the adversary's test accuracy (seconds): test only, the split `factorlab runs` and `compare` read
+    with task("leakage", "a linear probe per adversary's code"):
+        quick = quick_leakage(model, splits.train, {"test": splits.test}, device)
     for split, probes in quick.items():
         summary["splits"][split].update(probes)
     atomic_write_text(rundir / "summary.json", json.dumps(summary, indent=2))
