@@ -15,6 +15,7 @@ Works unchanged under `torchrun --nproc_per_node=N -m factorlab run ...` (Distri
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import os
@@ -52,6 +53,7 @@ from factorlab.runtime import (  # re-exported: their home is runtime
     resolve_auto,
     resolve_device,
     seed_everything,
+    use_deterministic,
 )
 
 
@@ -444,6 +446,9 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
     reporter = Reporter(
         rundir, enabled=dist_info.main, total_epochs=recipe.run.epochs, steps_per_epoch=training.steps_per_epoch
     )
+    # the objects that live for the whole run (modules, libraries, the data) leave the collector's generations, so
+    # its full collections during training traverse only what the steps create (measured: 2-3% of the quickstart)
+    gc.freeze()
     started = time.perf_counter()
     try:
         for epoch in range(training.start_epoch, recipe.run.epochs):
@@ -471,7 +476,7 @@ def setup_runtime(recipe: Recipe) -> tuple[Dist, torch.device]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if recipe.run.deterministic and device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        use_deterministic(compile=recipe.run.compile)
     if recipe.run.batch_size % dist_info.world:
         raise FactorlabError(
             f"run.batch_size = {recipe.run.batch_size} is not divisible by the {dist_info.world} processes; "
