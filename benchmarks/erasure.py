@@ -10,7 +10,7 @@ Phases (each skips what an earlier, interrupted invocation finished, so rerunnin
    each run is evaluated right after it trained);
 2. eval: `factorlab eval RUN --metrics probes` (linear and MLP probes of expression and identity from each
    code; identity on SynthFaces' unseen test identities is fitted and scored on stratified halves of the
-   test codes), for the `none` and `uniform` runs also with `--erase` (LEACE);
+   test codes), for the `none`, `uniform` and `leace` runs also with `--erase` (post-hoc LEACE);
 3. table: one row per method and setting, mean ± sample std over seeds, into OUT/erasure.md and
    OUT/erasure.json, and a plot (C_exp test accuracy vs MLP-probe leakage, one point per method and seed)
    into OUT/erasure.png.
@@ -37,8 +37,9 @@ METHODS = (
     "hsic",
     "hsic-w3",
     "hsic-w1",
-)  # recipes; LEACE rows are `none` / `uniform` + --erase
-ERASED = ("none", "uniform")
+    "leace",
+)  # recipes; `leace` erases during training; the post-hoc LEACE rows are `none` / `uniform` + --erase
+ERASED = ("none", "uniform", "leace")
 SETTINGS = {"default": [], "shortcut": ["data.correlation=0.8"]}
 SMOKE = ["run.epochs=1", "run.batch_size=16", "data.identities=9", "data.samples_per_identity=8"]
 

@@ -58,6 +58,9 @@ class Adversary(nn.Module):
     - `encoder_loss(code, target, progress) -> Tensor`: a scalar the encoder minimises in the main step,
       with this adversary frozen; `progress` = step / total steps in [0, 1]. Subclasses must implement it.
     - `logits(code) -> Tensor | None`: class scores for the logged accuracy; None without a classifier.
+    - `code_transform() -> nn.Module | None` (optional): a module the code passes through inside the network,
+      after its branch and before the heads, the decoder and the adversaries read it, in training and inference
+      (the running LEACE eraser of the `leace` adversary). Default None: the code stays as the branch made it.
     `code` is flattened (B, features); `target` holds int64 class ids (B,).
     """
 
@@ -73,6 +76,10 @@ class Adversary(nn.Module):
     def logits(self, code: Tensor) -> Tensor | None:
         """Class scores for the logged accuracy, or None for an adversary without a classifier."""
         return None if self.classifier is None else self(code)
+
+    def code_transform(self) -> nn.Module | None:
+        """A module (B, *code shape) -> same shape that the network applies to this adversary's code; None here."""
+        return None
 
     def adversary_loss(self, code: Tensor, target: Tensor) -> Tensor | None:
         """The adversary step's loss (L_adv_exp: cross-entropy to the true labels); None when nothing trains."""

@@ -26,7 +26,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from factorlab.adversaries import Adversary
-from factorlab.builtins.erasure import EnsembleConfig, HSICConfig  # their options live with their registration
+from factorlab.builtins.erasure import (
+    EnsembleConfig,
+    HSICConfig,
+    LeaceConfig,
+)  # their options live with their registration
 from factorlab.errors import FactorlabError
 from factorlab.heads import mlp_classifier
 from factorlab.losses import adversary_loss, uniform_confusion
@@ -162,6 +166,116 @@ def ensemble(config: EnsembleConfig, *, in_features: int, num_classes: int) -> E
         mlp_classifier(in_features, num_classes, shapes[i % len(shapes)], config.dropout) for i in range(config.members)
     ]
     return EnsembleAdversary(members, config.reset_every)
+
+
+# ---------------------------------------------------------------------------------------------
+# LEACE during training
+
+
+class RunningLeace(nn.Module):
+    """A LEACE eraser fitted on running statistics of a code and the one-hot labels; the code passes through it.
+
+    The statistics (means, covariance of the code, cross-covariance with the labels) are exponentially weighted
+    averages over the training batches: each update moves them `momentum` towards the batch's (1 / updates
+    while that is larger, so the first updates average plainly). Every `refit_every` updates the eraser is
+    refitted from them with `concept_erasure.LeaceFitter`. Until the first update the code passes unchanged.
+    In training mode the forward keeps the raw (not yet erased) code of the batch for the next `update`.
+    Statistics and eraser are float64 buffers: they are checkpointed and move with the model.
+    """
+
+    def __init__(self, dim: int, num_classes: int, momentum: float = 0.05, refit_every: int = 1) -> None:
+        super().__init__()
+        self.num_classes, self.momentum, self.refit_every = num_classes, momentum, refit_every
+        f64 = {"dtype": torch.float64}
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        self.register_buffer("mean_x", torch.zeros(dim, **f64))
+        self.register_buffer("mean_z", torch.zeros(num_classes, **f64))
+        self.register_buffer("second_xx", torch.zeros(dim, dim, **f64))  # E[x x^T]
+        self.register_buffer("second_xz", torch.zeros(dim, num_classes, **f64))  # E[x z^T]
+        self.register_buffer("proj_left", torch.zeros(dim, num_classes, **f64))
+        self.register_buffer("proj_right", torch.zeros(num_classes, dim, **f64))
+        self.register_buffer("bias", torch.zeros(dim, **f64))
+        self._raw: Tensor | None = None
+
+    def forward(self, code: Tensor) -> Tensor:
+        flat = code.flatten(1)
+        if self.training:
+            self._raw = flat.detach()
+        # x - P_l P_r (x - b), the LEACE eraser (proj_left = 0 before the first fit: the identity)
+        left, right, bias = (t.to(flat.dtype) for t in (self.proj_left, self.proj_right, self.bias))
+        return (flat - ((flat - bias) @ right.T) @ left.T).view_as(code)
+
+    @torch.no_grad()
+    def update(self, target: Tensor) -> None:
+        """Fold the raw codes of the last training forward, labelled `target`, into the statistics (once)."""
+        if self._raw is None:
+            return
+        x, self._raw = self._raw.double(), None
+        z = F.one_hot(target, self.num_classes).double()
+        self.updates += 1
+        rate = max(self.momentum, 1.0 / float(self.updates))
+        for stat, batch in (
+            (self.mean_x, x.mean(0)),
+            (self.mean_z, z.mean(0)),
+            (self.second_xx, x.T @ x / len(x)),
+            (self.second_xz, x.T @ z / len(x)),
+        ):
+            stat.lerp_(batch, rate)
+        if int(self.updates) % self.refit_every == 0 or int(self.updates) == 1:
+            self.refit(effective_samples=len(x) / rate)
+
+    @torch.no_grad()
+    def refit(self, effective_samples: float) -> None:
+        """The LEACE eraser of the current statistics (covariances from the running moments)."""
+        fitter = _concept_erasure().LeaceFitter(
+            self.mean_x.numel(), self.num_classes, dtype=torch.float64, device=self.mean_x.device
+        )
+        n = max(effective_samples, 2.0)
+        fitter.n = torch.tensor(n, dtype=torch.float64, device=self.mean_x.device)
+        fitter.mean_x, fitter.mean_z = self.mean_x.clone(), self.mean_z.clone()
+        fitter.sigma_xx_ = (self.second_xx - torch.outer(self.mean_x, self.mean_x)) * (n - 1)
+        fitter.sigma_xz_ = (self.second_xz - torch.outer(self.mean_x, self.mean_z)) * (n - 1)
+        eraser = fitter.eraser
+        self.proj_left.copy_(eraser.proj_left)
+        self.proj_right.copy_(eraser.proj_right)
+        self.bias.copy_(eraser.bias if eraser.bias is not None else torch.zeros_like(self.bias))
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.mean_x.numel()}, num_classes={self.num_classes}, momentum={self.momentum}, "
+            f"refit_every={self.refit_every}"
+        )
+
+
+class LeaceAdversary(Adversary):
+    """LEACE during training: the code passes through a running eraser of the factor (`RunningLeace`).
+
+    No classifier and nothing for the encoder to minimise (its encoder loss is 0): the adversary step folds
+    the batch's raw codes and labels into the eraser's statistics, and the network (heads, decoder, the
+    other adversaries, and every later reader of the code) sees only the erased code, in training and inference.
+    """
+
+    def __init__(self, eraser: RunningLeace) -> None:
+        super().__init__(None)
+        self.eraser = eraser
+
+    def code_transform(self) -> nn.Module:
+        return self.eraser
+
+    def adversary_loss(self, code: Tensor, target: Tensor) -> None:
+        """Updates the running eraser with this step's raw codes (training only); nothing to train: None."""
+        if self.training:
+            self.eraser.update(target)
+        return None
+
+    def encoder_loss(self, code: Tensor, target: Tensor, progress: float) -> Tensor:
+        """0: the eraser acts in the forward pass, not through a loss."""
+        return code.new_zeros((), dtype=torch.float32)
+
+
+def leace_adversary(config: LeaceConfig, *, in_features: int, num_classes: int) -> LeaceAdversary:
+    """A running LEACE eraser in the code's path, refitted during training (concept-erasure)."""
+    return LeaceAdversary(RunningLeace(in_features, num_classes, config.momentum, config.refit_every))
 
 
 # ---------------------------------------------------------------------------------------------

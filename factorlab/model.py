@@ -235,6 +235,10 @@ def build_model(
 
     heads, head_links = classifiers("heads", recipe.heads)
     adversaries, adversary_links = classifiers("adversaries", recipe.adversaries)
+    for link in adversary_links:  # an adversary may put a module in its code's path (Adversary.code_transform)
+        transform = getattr(adversaries[link.key], "code_transform", lambda: None)()
+        if transform is not None:
+            branches[link.code] = nn.Sequential(branches[link.code], transform)
     decoder = None
     if recipe.uses_decoder:
         with torch.device("cpu"):

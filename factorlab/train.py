@@ -700,7 +700,7 @@ def log_images(reporter, model: Disentangler, dataset, epoch: int, device: torch
     half = len(images) // 2
     grid = swap_grid(synthesize(model, images[:half].to(device), images[half : 2 * half].to(device)))
     model.train(was_training)
-    reporter.add_image("examples/swaps", torch.from_numpy(np.asarray(grid.convert("RGB"))).permute(2, 0, 1), epoch)
+    reporter.add_image("examples/swaps", torch.from_numpy(np.array(grid.convert("RGB"))).permute(2, 0, 1), epoch)
 
 
 def rank_weight_gap(model: nn.Module) -> float:

@@ -34,7 +34,7 @@ def _adversary(name: str, **options):
 # contracts
 
 
-@pytest.mark.parametrize(("name", "options"), [("ensemble", {"members": 3}), ("hsic", {})])
+@pytest.mark.parametrize(("name", "options"), [("ensemble", {"members": 3}), ("hsic", {}), ("leace", {})])
 def test_adversary_contract_shapes_and_finite_losses(name: str, options: dict) -> None:
     adversary = _adversary(name, **options)
     code, target = torch.randn(16, 12), torch.randint(0, 5, (16,))
@@ -179,6 +179,72 @@ def test_leace_leaves_a_linear_probe_at_chance_on_a_planted_linear_signal() -> N
     assert probe_accuracy(erased[fit], other[fit], erased[score], other[score], steps=300) > 0.9
 
 
+DIRECTIONS = np.random.default_rng(0).normal(size=(4, 16))  # a linear signal of 4 classes in 16 dims
+
+
+def _planted(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    y = rng.integers(0, len(DIRECTIONS), n)
+    return torch.from_numpy(rng.normal(size=(n, 16)) + 3.0 * DIRECTIONS[y]).float(), torch.from_numpy(y)
+
+
+def test_running_leace_in_training_leaves_a_linear_probe_at_chance_and_passes_gradients() -> None:
+    from factorlab.erasure import RunningLeace
+
+    rng, classes = np.random.default_rng(1), len(DIRECTIONS)
+    eraser = RunningLeace(16, classes, momentum=0.05).train()
+    x, y = _planted(rng, 64)
+    assert torch.equal(eraser(x), x)  # before the first update the code passes unchanged
+    eraser.update(y)
+    assert int(eraser.updates) == 1 and eraser.proj_left.abs().sum() > 0
+    eraser.update(y)  # the raw codes of one forward are folded in once
+    assert int(eraser.updates) == 1
+    for _ in range(100):  # a stream of batches from one distribution
+        batch, labels = _planted(rng, 64)
+        eraser(batch)
+        eraser.update(labels)
+    eraser.eval()
+    x, y = _planted(np.random.default_rng(2), 4000)
+    erased = eraser(x.view(4000, 4, 2, 2)).view(4000, 16)  # any code shape: flattened, erased, shaped back
+    fit, score = slice(0, 2000), slice(2000, 4000)
+    chance = float(np.bincount(y[score].numpy()).max()) / 2000
+    before = probe_accuracy(x[fit].numpy(), y[fit].numpy(), x[score].numpy(), y[score].numpy(), steps=300)
+    after = probe_accuracy(erased[fit].numpy(), y[fit].numpy(), erased[score].numpy(), y[score].numpy(), steps=300)
+    assert before > 0.9 and after <= chance + 0.03, (before, after, chance)
+    eraser(x[:8])
+    assert eraser._raw is None  # eval mode records nothing for an update
+    # the gradient flows through the eraser, a fixed linear map: d sum(E(x)) / dx = (I - P_l P_r)^T 1
+    x = x[:5].clone().requires_grad_(True)
+    eraser(x).sum().backward()
+    projection = torch.eye(16) - (eraser.proj_left @ eraser.proj_right).float()
+    assert torch.allclose(x.grad, projection.T.sum(dim=1).expand(5, 16), atol=1e-5)
+
+
+def test_leace_adversary_puts_its_eraser_in_the_code_path_and_updates_it_in_the_adversary_step(
+    tmp_path: Path,
+) -> None:
+    recipe = _recipe(tmp_path, "leace")
+    model = build_model(recipe)
+    eraser = model.adversaries.adversaries["expression_from_nonexp"].eraser
+    assert model.net.branches["nonexp"][1] is eraser  # the network applies it after the branch
+    trainer = Trainer(recipe, model, torch.device("cpu"))
+    images, labels = torch.rand(16, 3, 32, 32), {"expression": torch.arange(16) % 8}
+    before = [p.detach().clone() for p in model.net.parameters()]
+    stats = trainer.step(images, labels)
+    assert int(eraser.updates) == 1 and eraser.proj_left.abs().sum() > 0
+    assert float(stats["encoder_adv/expression/nonexp/loss"]) == 0.0  # no loss: the eraser acts in the forward
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.net.parameters(), strict=True))
+    model.eval()
+    codes = model.encode(images)
+    raw = model.net.branches["nonexp"][0](model.net.encoder(images)).flatten(1)
+    assert torch.allclose(codes["nonexp"].flatten(1), eraser(raw), atol=1e-6)
+    # the statistics and the eraser are checkpointed with the model
+    again = build_model(recipe)
+    again.load_state_dict(model.state_dict())
+    copy = again.adversaries.adversaries["expression_from_nonexp"].eraser
+    assert int(copy.updates) == 1 and torch.equal(copy.proj_left, eraser.proj_left)
+    assert again.net.branches["nonexp"][1] is copy
+
+
 def test_normalised_leakage() -> None:
     assert normalised(0.125, 0.125, 0.725) == 0.0
     assert math.isclose(normalised(0.425, 0.125, 0.725), 0.5)
@@ -199,7 +265,8 @@ def test_each_erasure_recipe_trains_through_the_cli_and_reports_the_quick_probe(
     key = QUICK_KEY.format(factor="expression", code="nonexp")
     assert 0.0 <= test[key] <= 1.0
     assert key in result.stdout  # the end-of-run table shows it next to the adversary
-    assert ("adversary/expression/nonexp/accuracy" in test) == (not recipe.stem.startswith("hsic"))
+    classifier_free = recipe.stem.startswith(("hsic", "leace"))
+    assert ("adversary/expression/nonexp/accuracy" in test) == (not classifier_free)
 
 
 def test_eval_puts_leakage_first_and_erase_writes_the_erased_evaluation_apart(tmp_path: Path) -> None:

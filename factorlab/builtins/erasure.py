@@ -2,8 +2,8 @@
 
 - adversaries `ensemble` (K linear/MLP classifiers, periodic re-initialisation) and `hsic` (an independence
   penalty with no network), both in `factorlab.erasure`;
-- LEACE (post-hoc linear erasure with the `concept-erasure` package) is not a part but an option of
-  `factorlab eval --erase`, implemented in `factorlab.erasure` too.
+- adversary `leace`: LEACE during training (the `concept-erasure` package), a running eraser the code passes
+  through; post-hoc LEACE is an option of `factorlab eval --erase`. Both in `factorlab.erasure` too.
 """
 
 from __future__ import annotations
@@ -43,6 +43,17 @@ class EnsembleConfig(BaseModel):
         return value
 
 
+class LeaceConfig(BaseModel):
+    """Options of the `leace` adversary (LEACE during training: a running eraser in the code's path)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    momentum: float = Field(
+        0.05, gt=0.0, le=1.0, description="Weight of each batch in the running statistics (exponential average)."
+    )
+    refit_every: int = Field(1, ge=1, description="Refit the eraser from the statistics every this many steps.")
+
+
 @hookimpl
 def factorlab_register_adversaries(register: Register) -> None:
     register(
@@ -56,4 +67,10 @@ def factorlab_register_adversaries(register: Register) -> None:
         "factorlab.erasure:hsic_adversary",
         config=HSICConfig,
         description="Normalised HSIC between the code and the one-hot labels as the encoder's penalty; no network.",
+    )
+    register(
+        "leace",
+        "factorlab.erasure:leace_adversary",
+        config=LeaceConfig,
+        description="LEACE during training: the code passes through a running linear eraser of the factor.",
     )
