@@ -2,6 +2,7 @@
 
     python benchmarks/end_to_end.py compare --repeats 2        # A/B ratios: images/s and whole-process wall
     python benchmarks/end_to_end.py load --repeats 2           # quickstart wall alone vs next to a 2-thread job
+    python benchmarks/end_to_end.py load --policies PASSIVE --threads 1 2   # the same for each thread count
     python benchmarks/end_to_end.py first-line --repeats 3     # seconds to the first line `factorlab run` prints
     python benchmarks/end_to_end.py compare --smoke            # tiny sizes, one repeat (what the tests run)
 
@@ -123,23 +124,25 @@ def plain(overrides: list[str]) -> dict:
 # children
 
 
-def _env(policy: str | None) -> dict[str, str]:
+def _env(policy: str | None, threads: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("OMP_WAIT_POLICY", None)
     if policy == "default":
         env["OMP_WAIT_POLICY"] = ""  # set (so the CLI leaves it) but empty: libgomp keeps its own default
     elif policy:
         env["OMP_WAIT_POLICY"] = policy
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)  # torch's intra-op threads (default: one per core)
     return env
 
 
-def run_factorlab(overrides: list[str], policy: str | None = "PASSIVE") -> dict:
+def run_factorlab(overrides: list[str], policy: str | None = "PASSIVE", threads: int | None = None) -> dict:
     """A: `factorlab run` in a child; images/s from its summary.json, wall time from outside."""
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-m", "factorlab", "run", str(QUICKSTART), *overrides, "--out", out, "--quiet"],
-            capture_output=True, text=True, env=_env(policy),
+            capture_output=True, text=True, env=_env(policy, threads),
         )  # fmt: skip
         wall = time.perf_counter() - started
         if done.returncode:
@@ -182,25 +185,29 @@ def compare(repeats: int, overrides: list[str]) -> dict:
     return {"images_per_s_ratio": speed, "wall_ratio": wall}
 
 
-def load(repeats: int, overrides: list[str], policies: list[str]) -> dict:
+def load(repeats: int, overrides: list[str], policies: list[str], threads: list[int]) -> dict:
     out = {}
     for policy in policies:
-        ratios = []
-        for r in range(repeats):
-            walls = {}
-            for loaded in (False, True) if r % 2 == 0 else (True, False):
-                competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR], env=_env(policy)) if loaded else None
-                try:
-                    walls[loaded] = run_factorlab(overrides, policy)["wall_s"]
-                finally:
-                    if competitor is not None:
-                        competitor.send_signal(signal.SIGTERM)
-                        competitor.wait()
-            ratios.append(walls[True] / walls[False])
-            print(f"{policy} repeat {r + 1}: alone {walls[False]:.1f} s, next to a 2-thread job {walls[True]:.1f} s "
-                  f"({ratios[-1]:.2f}x)", flush=True)  # fmt: skip
-        print(_summary(f"{policy}: wall with a competing job / alone (target <= 1.5)", ratios))
-        out[policy] = ratios
+        for count in threads:
+            label = f"{policy}, {count or 'default'} threads"
+            ratios = []
+            for r in range(repeats):
+                walls = {}
+                for loaded in (False, True) if r % 2 == 0 else (True, False):
+                    competitor = (
+                        subprocess.Popen([sys.executable, "-c", COMPETITOR], env=_env(policy)) if loaded else None
+                    )
+                    try:
+                        walls[loaded] = run_factorlab(overrides, policy, count)["wall_s"]
+                    finally:
+                        if competitor is not None:
+                            competitor.send_signal(signal.SIGTERM)
+                            competitor.wait()
+                ratios.append(walls[True] / walls[False])
+                print(f"{label} repeat {r + 1}: alone {walls[False]:.1f} s, next to a 2-thread job {walls[True]:.1f} s "
+                      f"({ratios[-1]:.2f}x)", flush=True)  # fmt: skip
+            print(_summary(f"{label}: wall with a competing job / alone (target <= 1.5)", ratios))
+            out[label] = ratios
     return out
 
 
@@ -228,6 +235,9 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="recipe overrides for both sides, e.g. run.epochs=2")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--policies", nargs="+", default=["PASSIVE", "default"])
+    parser.add_argument(
+        "--threads", nargs="+", type=int, default=[0], help="load: OMP_NUM_THREADS values to try (0 = torch's default)"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and one repeat (CI)")
     args = parser.parse_args()
     overrides = [*SMOKE, *args.overrides] if args.smoke else args.overrides
@@ -237,7 +247,7 @@ def main() -> None:
     elif args.mode == "compare":
         compare(repeats, overrides)
     elif args.mode == "load":
-        load(repeats, overrides, args.policies[:1] if args.smoke else args.policies)
+        load(repeats, overrides, args.policies[:1] if args.smoke else args.policies, args.threads)
     else:
         first_line(repeats, overrides)
 

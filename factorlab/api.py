@@ -9,7 +9,8 @@ inside its factories.
 Contracts, per kind (the factory signatures are in `factorlab.hookspecs`):
 - `Factor`: a factor's name and classes; `derive` + `needs` make it label itself from ground truth.
 - `Adversary`: `adversary_loss(code, target)` (its own step; None when nothing trains),
-  `encoder_loss(code, target, progress)` (the encoder's term), `logits(code)` (accuracy, or None).
+  `encoder_loss(code, target, progress)` (the encoder's term), `logits(code)` (accuracy, or None), and
+  optionally `code_transform()` (a module the network passes the code through, e.g. a running eraser).
 - `FactorDataset`: `classes`, `__len__`, `image(i)` (uint8 HxWx3), `labels(factor)` (int64 over samples),
   optionally `ground_truth()` (key -> array over samples) for factors that derive labels.
 - `Source` (+ `SourceConfig`, `Sample`, `Scan`, `Skipped`): a real data set described by how to list it
