@@ -7,6 +7,7 @@ against what a fresh probe still reads from the same code; and the strongest lea
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from factorlab.leakage import normalised  # (probe - chance) / (ceiling - chance), None when undefined
@@ -29,12 +30,29 @@ def _leak_words(value: float | None, owner: str | None) -> str:
     return f"{where}: {'some' if value < 0.5 else 'most'} of it is still in the code"
 
 
+def _unscorable(scores: Mapping) -> bool:
+    """True when none of the classifier's classes occurs in the split (all per-class accuracies undefined): e.g.
+    an identity classifier on a split of unseen people, whose 0% says nothing."""
+    per_class = scores.get("per_class_accuracy") or {}
+    return bool(per_class) and all(value is None or math.isnan(value) for value in per_class.values())
+
+
+def _unscored(kind: str, factor: str, code: str, split: str) -> str:
+    return (
+        f"The {kind} cannot be scored on `{split}`: none of the {factor} classes it learnt occurs there "
+        f"(held-out {factor}s; the probes below and a verification metric measure such a factor)."
+    )
+
+
 def what_this_run_shows(result: Mapping) -> str:
     """A paragraph (Markdown, `code` spans only) from an `evaluate_run` result."""
     split = result["split"]
     sentences = []
     for name, scores in (result.get("heads") or {}).items():
         factor, code = name.split("/", 1)
+        if _unscorable(scores):
+            sentences.append(_unscored(f"{factor} head on code `{code}`", factor, code, split))
+            continue
         sentences.append(
             f"The {factor} head reads {factor} from code `{code}` at {pct(scores['accuracy'], 1)} on `{split}` "
             f"(chance {pct(scores['chance'], 1)}, {_times(scores['accuracy'], scores['chance'])})."
@@ -43,6 +61,18 @@ def what_this_run_shows(result: Mapping) -> str:
     for name, scores in (result.get("adversaries") or {}).items():
         factor, code = name.split("/", 1)
         found = [r for r in probes if r["factor"] == factor and r["code"] == code]
+        if _unscorable(scores):
+            text = _unscored(f"adversary that keeps {factor} out of code `{code}`", factor, code, split)
+            if found:
+                best = max(found, key=lambda r: r["accuracy"])
+                words = _leak_words(
+                    normalised(best["accuracy"], best["chance"], best.get("owner_accuracy")), best.get("owner")
+                )
+                text += f" A fresh {best['probe']} probe reads {pct(best['accuracy'], 1)} from that code" + (
+                    f", {words}." if words else "."
+                )
+            sentences.append(text)
+            continue
         text = (
             f"The adversary that keeps {factor} out of code `{code}` reaches {pct(scores['accuracy'], 1)} "
             f"(chance {pct(scores['chance'], 1)})"

@@ -260,6 +260,24 @@ def test_headline_names_the_strongest_leak() -> None:
     assert "No fresh probe reads a factor from another code" in what_this_run_shows(quiet)
 
 
+def test_headline_does_not_score_a_classifier_whose_classes_are_all_held_out() -> None:
+    """An identity head or adversary on a split of unseen people reads 0%: the headline says it cannot be scored."""
+    unseen = {"accuracy": 0.0, "chance": 0.067, "per_class_accuracy": {"id000": float("nan"), "id001": float("nan")}}
+    result = {
+        "split": "test",
+        "heads": {"expression/exp": {"accuracy": 0.36, "chance": 0.133, "per_class_accuracy": {"happy": 0.5}},
+                  "identity/nonexp": unseen},
+        "adversaries": {"identity/exp": unseen},
+        "probes": [{"factor": "identity", "code": "exp", "probe": "mlp", "accuracy": 0.44, "chance": 0.067,
+                    "owner": "nonexp", "owner_accuracy": 0.96}],
+    }  # fmt: skip
+    text = what_this_run_shows(result)
+    assert "The expression head reads expression from code `exp` at 36.0%" in text
+    assert "identity head on code `nonexp` cannot be scored on `test`" in text and "at 0.0%" not in text
+    assert "adversary that keeps identity out of code `exp` cannot be scored on `test`" in text
+    assert "A fresh mlp probe reads 44.0% from that code, 0.42 of the way from chance" in text
+
+
 CHECK_SCRIPT = """
 <script>
 window.addEventListener("load", () => {
