@@ -349,6 +349,36 @@ def test_thread_defaults_leave_the_users_choice() -> None:
     assert set_thread_defaults(chosen) == {} and chosen == {"OMP_WAIT_POLICY": "ACTIVE"}
 
 
+MALLOC_STEPS = """
+import resource, sys, numpy as np
+from factorlab.cli import set_malloc_defaults
+chosen = set_malloc_defaults({} if sys.argv[1] == "tuned" else {"MALLOC_ARENA_MAX": "2"})
+counts = []
+for step in range(4):  # as a training step: activations allocated, used, all freed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    buffers = [np.ones(2**21 + 4096 * k) for k in range(5)]  # 5 x 16 MiB
+    del buffers
+    counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(" ".join(chosen), *counts)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_malloc_defaults_keep_freed_step_buffers_for_reuse() -> None:
+    """With the CLI's malloc thresholds a step's freed buffers are reused without page faults; glibc's default
+    returns them to the kernel, so every step faults them in again. A MALLOC_* variable of the user wins."""
+
+    def faults(mode: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-c", MALLOC_STEPS, mode], capture_output=True, text=True, check=True)
+        return done.stdout.split()
+
+    tuned = faults("tuned")
+    assert tuned[:2] == ["M_MMAP_THRESHOLD", "M_TRIM_THRESHOLD"]
+    assert all(int(n) < 100 for n in tuned[3:]), tuned  # steps after the first reuse the heap
+    untouched = faults("user")  # the user set MALLOC_ARENA_MAX: nothing is changed
+    assert all(int(n) > 1000 for n in untouched), untouched  # 80 MiB faulted in again every step
+
+
 def test_the_cli_sets_the_wait_policy_before_torch_loads(tmp_path: Path) -> None:
     code = (
         "import os, sys; from factorlab import cli; cli.main(['ls', 'adversaries']); "
