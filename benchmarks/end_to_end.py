@@ -1,6 +1,7 @@
 """The whole quickstart, end to end: `factorlab run` against a plain PyTorch script doing the same job.
 
     python benchmarks/end_to_end.py compare --repeats 2        # A/B ratios: images/s and whole-process wall
+    python benchmarks/end_to_end.py compare --same-malloc      # the plain script with the CLI's malloc thresholds too
     python benchmarks/end_to_end.py load --repeats 2           # quickstart wall alone vs next to a 2-thread job
     python benchmarks/end_to_end.py load --policies PASSIVE --threads 1 2   # the same for each thread count
     python benchmarks/end_to_end.py first-line --repeats 3     # seconds to the first line `factorlab run` prints
@@ -124,6 +125,9 @@ def plain(overrides: list[str]) -> dict:
 # children
 
 
+SAME_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(256 * 2**20)}
+
+
 def _env(policy: str | None, threads: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("OMP_WAIT_POLICY", None)
@@ -239,8 +243,15 @@ def main() -> None:
         "--threads", nargs="+", type=int, default=[0], help="load: OMP_NUM_THREADS values to try (0 = torch's default)"
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and one repeat (CI)")
+    parser.add_argument(
+        "--same-malloc",
+        action="store_true",
+        help="compare: give both children the malloc thresholds the CLI sets (as MALLOC_* variables)",
+    )
     args = parser.parse_args()
     overrides = [*SMOKE, *args.overrides] if args.smoke else args.overrides
+    if args.same_malloc:
+        os.environ.update(SAME_MALLOC)  # the children inherit them; the CLI then leaves malloc alone
     repeats = 1 if args.smoke else args.repeats
     if args.mode == "plain":
         print(json.dumps(plain(overrides)))
