@@ -11,6 +11,7 @@ from factorlab.files import describe_torch_load_failure
 from factorlab.model import Disentangler, build_model
 from factorlab.recipe import Recipe, load_recipe
 from factorlab.resources import without_pretrained_weights
+from factorlab.runfolders import lock_holder_alive
 
 CHECKPOINTS = "checkpoints"  # the run folder's checkpoint folder: last.pt, best.pt
 
@@ -119,18 +120,6 @@ def load_summary(rundir: Path) -> dict:
 LOCK = ".lock"
 
 
-def _pid_alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
-
-
 class RunLock:
     """`<rundir>/.lock`, holding the writer's pid and host: a second writer is refused with a clear message.
 
@@ -234,8 +223,7 @@ class RunLock:
                 return True
         if owner.get("host") != socket.gethostname():
             return False  # cannot tell whether a process on another machine is alive
-        pid = owner.get("pid")
-        return not isinstance(pid, int) or not _pid_alive(pid)
+        return lock_holder_alive(owner) is not True  # this machine: gone, or a lock without a pid
 
     def release(self) -> None:
         """Give the lock up (the last of this process's nested acquisitions removes the file)."""

@@ -37,3 +37,21 @@ def discard_unused_run_dir(rundir: Path) -> None:
         with contextlib.suppress(OSError):
             (rundir / "recipe.toml").unlink(missing_ok=True)
             rundir.rmdir()
+
+
+def lock_holder_alive(owner: dict) -> bool | None:
+    """Whether the process named by a run folder's lock ({'pid', 'host', ...}) is running: True or False for a
+    process on this machine, None when that cannot be told (another machine, or no pid)."""
+    import os
+    import socket
+
+    pid = owner.get("pid")
+    if owner.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from factorlab.errors import FactorlabError
 from factorlab.files import read_json_object
+from factorlab.runfolders import lock_holder_alive
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -47,15 +46,7 @@ def _state(rundir: Path, summary: dict | None) -> str:
     if summary is not None:
         return "finished"
     lock = read_json_object(rundir / ".lock")
-    if lock and lock.get("host") == socket.gethostname() and isinstance(lock.get("pid"), int):
-        try:
-            os.kill(lock["pid"], 0)
-        except ProcessLookupError:
-            return "stopped"
-        except OSError:  # alive, another user's
-            pass
-        return "running"
-    return "stopped"
+    return "running" if lock and lock_holder_alive(lock) else "stopped"  # another machine's lock: stopped
 
 
 def _epochs(recipe_text: str) -> int | None:
