@@ -196,6 +196,11 @@ class RunningLeace(nn.Module):
         self.register_buffer("proj_right", torch.zeros(num_classes, dim, **f64))
         self.register_buffer("bias", torch.zeros(dim, **f64))
         self._raw: Tensor | None = None
+        self._count: int | None = None  # a host copy of `updates`, read once: no device sync per step
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._count = None  # a resumed run continues from the loaded `updates`
 
     def forward(self, code: Tensor) -> Tensor:
         flat = code.flatten(1)
@@ -212,8 +217,9 @@ class RunningLeace(nn.Module):
             return
         x, self._raw = self._raw.double(), None
         z = F.one_hot(target, self.num_classes).double()
+        self._count = (int(self.updates) if self._count is None else self._count) + 1
         self.updates += 1
-        rate = max(self.momentum, 1.0 / float(self.updates))
+        rate = max(self.momentum, 1.0 / self._count)
         for stat, batch in (
             (self.mean_x, x.mean(0)),
             (self.mean_z, z.mean(0)),
@@ -221,7 +227,7 @@ class RunningLeace(nn.Module):
             (self.second_xz, x.T @ z / len(x)),
         ):
             stat.lerp_(batch, rate)
-        if int(self.updates) % self.refit_every == 0 or int(self.updates) == 1:
+        if self._count % self.refit_every == 0 or self._count == 1:
             self.refit(effective_samples=len(x) / rate)
 
     @torch.no_grad()

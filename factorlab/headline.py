@@ -37,7 +37,7 @@ def _unscorable(scores: Mapping) -> bool:
     return bool(per_class) and all(value is None or math.isnan(value) for value in per_class.values())
 
 
-def _unscored(kind: str, factor: str, code: str, split: str) -> str:
+def _unscored(kind: str, factor: str, split: str) -> str:
     return (
         f"The {kind} cannot be scored on `{split}`: none of the {factor} classes it learnt occurs there "
         f"(held-out {factor}s; the probes below and a verification metric measure such a factor)."
@@ -51,7 +51,7 @@ def what_this_run_shows(result: Mapping) -> str:
     for name, scores in (result.get("heads") or {}).items():
         factor, code = name.split("/", 1)
         if _unscorable(scores):
-            sentences.append(_unscored(f"{factor} head on code `{code}`", factor, code, split))
+            sentences.append(_unscored(f"{factor} head on code `{code}`", factor, split))
             continue
         sentences.append(
             f"The {factor} head reads {factor} from code `{code}` at {pct(scores['accuracy'], 1)} on `{split}` "
@@ -61,26 +61,24 @@ def what_this_run_shows(result: Mapping) -> str:
     for name, scores in (result.get("adversaries") or {}).items():
         factor, code = name.split("/", 1)
         found = [r for r in probes if r["factor"] == factor and r["code"] == code]
+        best = max(found, key=lambda r: r["accuracy"]) if found else None
+        words = ""
+        if best is not None:
+            words = _leak_words(
+                normalised(best["accuracy"], best["chance"], best.get("owner_accuracy")), best.get("owner")
+            )
         if _unscorable(scores):
-            text = _unscored(f"adversary that keeps {factor} out of code `{code}`", factor, code, split)
-            if found:
-                best = max(found, key=lambda r: r["accuracy"])
-                words = _leak_words(
-                    normalised(best["accuracy"], best["chance"], best.get("owner_accuracy")), best.get("owner")
-                )
-                text += f" A fresh {best['probe']} probe reads {pct(best['accuracy'], 1)} from that code" + (
-                    f", {words}." if words else "."
-                )
+            text = _unscored(f"adversary that keeps {factor} out of code `{code}`", factor, split)
+            if best is not None:
+                text += f" A fresh {best['probe']} probe reads {pct(best['accuracy'], 1)} from that code"
+                text += f", {words}." if words else "."
             sentences.append(text)
             continue
         text = (
             f"The adversary that keeps {factor} out of code `{code}` reaches {pct(scores['accuracy'], 1)} "
             f"(chance {pct(scores['chance'], 1)})"
         )
-        if found:
-            best = max(found, key=lambda r: r["accuracy"])
-            ceiling = best.get("owner_accuracy")
-            words = _leak_words(normalised(best["accuracy"], best["chance"], ceiling), best.get("owner"))
+        if best is not None:
             text += (
                 f", while a fresh {best['probe']} probe trained on the frozen code reads {pct(best['accuracy'], 1)}"
                 + (f", {words}" if words else "")

@@ -462,6 +462,7 @@ def run_recipe(recipe: Recipe, rundir: Path | None = None, *, resume: dict | Non
         reporter.close()  # stop the live progress display before the error is printed
         raise
     finally:
+        gc.unfreeze()  # the next run in this process (--seeds, tests) starts from a collectable heap
         if lock:
             lock.release()
     if dist_info.active:
