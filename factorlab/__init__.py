@@ -58,6 +58,5 @@ def __getattr__(name: str):
 
 
 # The plugin API (factorlab.api) plus the library's entry points.
-# The plugin API (factorlab.api) plus the library's entry points.
 __all__ = ["Predictor", "__version__", "build_model", "load", "load_recipe"]
 __all__ += api.__all__

@@ -61,9 +61,14 @@ def _centre(k: Tensor) -> Tensor:
     return k - k.mean(dim=0, keepdim=True) - k.mean(dim=1, keepdim=True) + k.mean()
 
 
+def _hsic_centred(kc: Tensor, lc: Tensor) -> Tensor:
+    """tr(Kc Lc) / (n - 1)^2 of two double-centred (n, n) kernel matrices."""
+    return (kc * lc).sum() / (kc.shape[0] - 1) ** 2
+
+
 def hsic(k: Tensor, l: Tensor) -> Tensor:  # noqa: E741 - the kernel names of the paper
     """The biased HSIC estimator tr(K H L H) / (n - 1)^2 of two (n, n) kernel matrices (>= 0 for PSD kernels)."""
-    return (_centre(k) * _centre(l)).sum() / (k.shape[0] - 1) ** 2
+    return _hsic_centred(_centre(k), _centre(l))
 
 
 def normalised_hsic(code: Tensor, target: Tensor, num_classes: int) -> Tensor:
@@ -77,7 +82,8 @@ def normalised_hsic(code: Tensor, target: Tensor, num_classes: int) -> Tensor:
         code = code.float().flatten(1)
         onehot = F.one_hot(target, num_classes).float()
         k, l = rbf_kernel(code), onehot @ onehot.T  # noqa: E741
-        kl, kk, ll = hsic(k, l), hsic(k, k), hsic(l, l)
+        kc, lc = _centre(k), _centre(l)  # each centred once (a training-step term)
+        kl, kk, ll = _hsic_centred(kc, lc), _hsic_centred(kc, kc), _hsic_centred(lc, lc)
         denom = torch.sqrt(kk * ll)
         return torch.where(denom > 1e-12, kl / denom.clamp_min(1e-12), torch.zeros_like(kl))
 
@@ -126,6 +132,8 @@ class EnsembleAdversary(Adversary):
         self.reset_every = reset_every
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         self._count: int | None = None  # a host copy of `steps`, taken on first use
+        # a resumed run continues counting from the loaded `steps`
+        self.register_load_state_dict_post_hook(lambda module, _: setattr(module, "_count", None))
 
     def forward(self, code: Tensor) -> Tensor:
         """Log of the mean of the members' softmax probabilities (B, classes)."""
@@ -134,10 +142,6 @@ class EnsembleAdversary(Adversary):
 
     def logits(self, code: Tensor) -> Tensor:
         return self(code)
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
-        self._count = None  # a resumed run continues counting from the loaded `steps`
 
     def adversary_loss(self, code: Tensor, target: Tensor) -> Tensor:
         """Sum of the members' cross-entropies (each member learns from its own); resets one member when due."""
@@ -197,10 +201,8 @@ class RunningLeace(nn.Module):
         self.register_buffer("bias", torch.zeros(dim, **f64))
         self._raw: Tensor | None = None
         self._count: int | None = None  # a host copy of `updates`, read once: no device sync per step
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
-        self._count = None  # a resumed run continues from the loaded `updates`
+        # a resumed run continues from the loaded `updates`
+        self.register_load_state_dict_post_hook(lambda module, _: setattr(module, "_count", None))
 
     def forward(self, code: Tensor) -> Tensor:
         flat = code.flatten(1)

@@ -111,8 +111,9 @@ def adversary_step_outputs(adversary: nn.Module, code: torch.Tensor, target: tor
     logs; an adversary that defines its own `adversary_loss` is asked for it, and its logits (for the logged
     accuracy) are computed without a graph.
     """
-    own_loss = type(adversary).adversary_loss is not Adversary.adversary_loss
-    if not own_loss and getattr(adversary, "classifier", None) is not None:
+    # one forward serves both only when neither is the adversary's own (a plugin's `logits` is always asked)
+    default = type(adversary).adversary_loss is Adversary.adversary_loss and type(adversary).logits is Adversary.logits
+    if default and getattr(adversary, "classifier", None) is not None:
         logits = adversary(code)
         return adversary_loss(logits, target), logits
     loss = adversary.adversary_loss(code, target)
