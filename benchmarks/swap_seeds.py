@@ -6,7 +6,8 @@ GROUP is a folder written by `factorlab run RECIPE --seeds 0,1,2`; each of its s
 swap_scores.json that `factorlab eval RUNDIR --swap` (or `factorlab swap --run RUNDIR --score`) writes.
 Prints one markdown table per group: each answer's PSNR, SSIM and judge accuracies, mean +- sd (n seeds),
 and the swap's accuracies as a fraction of the judge's ceiling (its accuracy on the true swapped images).
-With --pool, the seeds of all the groups make one table (one recipe whose seeds were run in several groups).
+With --pool, the seeds of all the groups make one table (one recipe whose seeds were run in several groups);
+a group named twice (the same folder) is refused, as its seeds would count twice.
 With --erased, the scores of the post-hoc LEACE swaps are read instead (seed-*/leace/swap_scores.json, written by
 `factorlab eval RUNDIR --erase --swap N`).
 """
@@ -18,7 +19,12 @@ import statistics
 import sys
 from pathlib import Path
 
+USAGE = "python benchmarks/swap_seeds.py GROUP [GROUP ...] [--pool] [--erased]"
 ANSWERS = ("swap", "reconstruction", "x1", "x2", "truth")
+
+
+class UsageError(Exception):
+    """A mistake in the command line or the groups it names; the script exits 2 with the message."""
 
 
 def _cell(values: list[float], digits: int) -> str:
@@ -35,7 +41,7 @@ def table(*groups: Path, erased: bool = False) -> str:
         found = [json.loads(p.read_text()) for p in sorted(group.glob(pattern))]
         if not found:
             command = "factorlab eval RUNDIR --erase --swap N" if erased else "factorlab eval RUNDIR --swap"
-            raise SystemExit(f"error: no {pattern} in {group}; run {command} first")
+            raise UsageError(f"no {pattern} in {group}; run {command} first")
         scores += found
     factors = list(scores[0]["accuracy"]["swap"])
     lines = [
@@ -54,12 +60,45 @@ def table(*groups: Path, erased: bool = False) -> str:
     return "\n".join(lines)
 
 
+def repeated_groups(groups: list[Path]) -> list[str]:
+    """The groups (as given) that name a folder already named before them, compared by resolved path."""
+    seen: dict[Path, str] = {}
+    repeated = []
+    for group in groups:
+        resolved = group.resolve()
+        if resolved in seen:
+            repeated.append(f"{group} (the same folder as {seen[resolved]})")
+        else:
+            seen[resolved] = str(group)
+    return repeated
+
+
+def main(argv: list[str]) -> str:
+    options = [a for a in argv if a.startswith("--")]
+    unknown = [a for a in options if a not in ("--pool", "--erased")]
+    if unknown:
+        raise UsageError(f"unknown option {', '.join(unknown)}; the options are --pool and --erased")
+    groups = [Path(a) for a in argv if not a.startswith("--")]
+    if not groups:
+        raise UsageError(f"name at least one GROUP folder; usage: {USAGE}")
+    erased = "--erased" in options
+    if "--pool" in options:
+        repeated = repeated_groups(groups)
+        if repeated:
+            raise UsageError(
+                f"--pool was given a group more than once: {'; '.join(repeated)}; pooling a group with itself "
+                "counts its seeds twice; name each group folder once"
+            )
+        return table(*groups, erased=erased)
+    return "\n\n".join(table(group, erased=erased) for group in groups)
+
+
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a not in ("--pool", "--erased")]
-    erased = "--erased" in sys.argv[1:]
-    if not args:
-        raise SystemExit(__doc__)
-    if "--pool" in sys.argv[1:]:
-        print(table(*map(Path, args), erased=erased))
-    else:
-        print("\n\n".join(table(Path(arg), erased=erased) for arg in args))
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__)
+        sys.exit(0)
+    try:
+        print(main(sys.argv[1:]))
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

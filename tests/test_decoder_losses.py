@@ -281,11 +281,11 @@ def _bench(*args: str) -> str:
     return proc.stdout
 
 
-def test_swap_seeds_averages_the_seeds_swap_scores(tmp_path) -> None:
+def _swap_scores_group(group: Path, rows: list[tuple[float, float]]) -> Path:
+    """A seed group folder whose seed-*/swap_scores.json hold these (swap PSNR, expression accuracy) rows."""
     import json
 
-    group = tmp_path / "group"
-    for seed, (psnr, expression) in enumerate([(15.0, 0.2), (16.0, 0.3)]):
+    for seed, (psnr, expression) in enumerate(rows):
         image = {"psnr": psnr, "ssim": 0.5}
         accuracy = {"expression": expression, "identity": 0.4}
         scores = {
@@ -296,12 +296,36 @@ def test_swap_seeds_averages_the_seeds_swap_scores(tmp_path) -> None:
         }
         (group / f"seed-{seed}").mkdir(parents=True)
         (group / f"seed-{seed}" / "swap_scores.json").write_text(json.dumps(scores))
+    return group
+
+
+def test_swap_seeds_averages_the_seeds_swap_scores(tmp_path) -> None:
+    group = _swap_scores_group(tmp_path / "group", [(15.0, 0.2), (16.0, 0.3)])
     out = _bench("benchmarks/swap_seeds.py", str(group))
     assert "2 seeds, 500 pairs" in out
     assert "| swap | 15.50 ± 0.71 | 0.500 ± 0.000 | 0.250 ± 0.071 | 0.400 ± 0.000 |" in out
     assert "| swap / ceiling | | | 0.500 ± 0.141 | 0.500 ± 0.000 |" in out
-    pooled = _bench("benchmarks/swap_seeds.py", str(group), str(group), "--pool")  # the same group twice: 4 seeds
-    assert "group + group: 4 seeds" in pooled and "| swap | 15.50 ± 0.58 |" in pooled
+    other = _swap_scores_group(tmp_path / "other", [(17.0, 0.4), (18.0, 0.5)])
+    pooled = _bench("benchmarks/swap_seeds.py", str(group), str(other), "--pool")  # two groups: 4 distinct seeds
+    assert "group + other: 4 seeds" in pooled
+    assert "| swap | 16.50 ± 1.29 | 0.500 ± 0.000 | 0.350 ± 0.129 | 0.400 ± 0.000 |" in pooled
+
+
+def test_swap_seeds_refuses_to_pool_a_group_with_itself(tmp_path, monkeypatch) -> None:
+    import subprocess
+    import sys
+
+    group = _swap_scores_group(tmp_path / "group", [(15.0, 0.2), (16.0, 0.3)])
+    monkeypatch.chdir(tmp_path)
+    script = str(ROOT / "benchmarks" / "swap_seeds.py")
+    # the same folder spelled two ways (absolute and relative) is still the same group
+    proc = subprocess.run(
+        [sys.executable, script, str(group), "group", "--pool"], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert "--pool was given a group more than once: group (the same folder as " in proc.stderr
+    assert "counts its seeds twice; name each group folder once" in proc.stderr
 
 
 def test_decoder_losses_benchmark_runs_every_variant() -> None:
