@@ -181,9 +181,11 @@ def test_sum_loss_weighs_its_terms_and_rejects_unknown_ones() -> None:
 # the discriminator's own step
 
 
+_GAN_TERMS = 'loss.reconstruction_options={terms = [{type = "l1"}, {type = "patchgan", weight = 0.1}]}'
+
+
 def _gan_trainer():
-    terms = 'loss.reconstruction_options={terms = [{type = "l1"}, {type = "patchgan", weight = 0.1}]}'
-    return one_batch_trainer(SWAP_RECIPE, [*TINY, terms])
+    return one_batch_trainer(SWAP_RECIPE, [*TINY, _GAN_TERMS])
 
 
 def test_discriminator_step_moves_only_the_discriminator() -> None:
@@ -354,8 +356,14 @@ def test_the_discriminator_resumes_with_the_trainer() -> None:
     trainer, (images, labels) = _gan_trainer()
     trainer.step(images, labels)
     state = trainer.state_dict()
-    fresh, _ = _gan_trainer()  # same seed: the same initial weights, then overwritten by the state
+    # another seed: the fresh discriminator starts from other weights, so only a restore can make them equal
+    fresh, _ = one_batch_trainer(SWAP_RECIPE, [*TINY, _GAN_TERMS], seed=1)
+    saved, before = trainer.reconstruction.state_dict(), fresh.reconstruction.state_dict()
+    assert any(not torch.equal(v, before[k]) for k, v in saved.items()), "the seeds give different discriminators"
+    assert not fresh.disc_opt.state_dict()["state"]
     fresh.load_state_dict(state)
-    saved = trainer.reconstruction.state_dict()
     assert all(torch.equal(v, fresh.reconstruction.state_dict()[k]) for k, v in saved.items())
-    assert fresh.disc_opt.state_dict()["state"], "the discriminator's Adam moments came back"
+    moments, restored = trainer.disc_opt.state_dict()["state"], fresh.disc_opt.state_dict()["state"]
+    assert moments and restored.keys() == moments.keys(), "the discriminator's Adam moments came back"
+    for p, values in moments.items():
+        assert all(torch.equal(v, restored[p][name]) for name, v in values.items())
