@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 
@@ -76,8 +77,10 @@ def as_user_error(exc: BaseException) -> FactorlabError | None:
             "command again."
         )
     # torch raises a RuntimeError on the CPU ("DefaultCPUAllocator: can't allocate memory") and
-    # torch.OutOfMemoryError (a RuntimeError) on a GPU, not MemoryError
-    out_of_memory = isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+    # torch.OutOfMemoryError (a RuntimeError) on a GPU, not MemoryError. torch is only looked up, never imported
+    # here (the CLI stays torch-free until a command needs it): if it is not loaded, it raised nothing.
+    torch = sys.modules.get("torch")
+    out_of_memory = isinstance(exc, MemoryError) or (torch is not None and isinstance(exc, torch.OutOfMemoryError))
     if out_of_memory or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)):
         return ResourceError(
             "out of memory: the request needs more memory than the machine has free; ask for less (a smaller "

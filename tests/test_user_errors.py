@@ -539,7 +539,16 @@ def test_torch_out_of_memory_errors_are_user_errors() -> None:
     from factorlab.errors import ResourceError, as_user_error
 
     cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory: you tried ...")
-    for exc in (cpu, torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), MemoryError()):
+
+    class AcceleratorOutOfMemory(torch.OutOfMemoryError):  # a backend's own kind of torch's error
+        pass
+
+    class OutOfMemoryError(Exception):  # torch's name, but not torch's error: a bug stays a bug
+        pass
+
+    cuda = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    for exc in (cpu, cuda, AcceleratorOutOfMemory("out of memory"), MemoryError()):
         error = as_user_error(exc)
         assert isinstance(error, ResourceError) and "run.batch_size" in str(error)
     assert as_user_error(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None  # a bug stays a bug
+    assert as_user_error(OutOfMemoryError("not from torch")) is None
