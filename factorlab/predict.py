@@ -45,8 +45,17 @@ class BadImage(FactorlabError):
 # Reading images
 
 
-def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """An image file as uint8 RGB (H, W, 3), turned upright by its EXIF orientation; BadImage when it cannot be."""
+def read_image(
+    path: str | os.PathLike,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    limit_hint: str = "raise it with --max-pixels if the file is trusted",
+) -> np.ndarray:
+    """An image file as uint8 RGB (H, W, 3), turned upright by its EXIF orientation; BadImage when it cannot be.
+
+    The one reader of image files given by hand (`factorlab predict`, `factorlab swap`). `max_pixels` is checked
+    on the header, before any pixel is decoded; `limit_hint` ends the message of an image over it (how to fix).
+    """
     from PIL import ImageOps, UnidentifiedImageError
 
     path = Path(path)
@@ -59,13 +68,13 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.n
             if image.width * image.height > max_pixels:
                 raise BadImage(
                     f"{path}: {image.width}x{image.height} pixels is more than the limit of {max_pixels:,} "
-                    "(a decompression bomb or a huge image); raise it with --max-pixels if the file is trusted"
+                    f"(a decompression bomb or a huge image); {limit_hint}"
                 )
             return np.array(ImageOps.exif_transpose(image).convert("RGB"))
     except BadImage:
         raise
-    except Image.DecompressionBombError as exc:
-        raise BadImage(f"{path}: {exc}") from None
+    except Image.DecompressionBombError as exc:  # over twice Pillow's own limit: refused before the header check
+        raise BadImage(f"{path}: too large to decode safely ({exc}); {limit_hint}") from None
     except UnidentifiedImageError:
         raise BadImage(f"{path}: not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or corrupt data

@@ -226,6 +226,35 @@ def test_score_swaps_compares_every_answer_with_the_rendered_truth(tiny) -> None
 # the command
 
 
+@pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")  # the refusal is the message, no warning
+def test_swap_reads_photos_with_the_predict_reader(tmp_path: Path) -> None:
+    """`factorlab swap` reads files with `factorlab.predict.read_image` (EXIF-upright, the pixel limit checked on
+    the header), with its own hints: an index instead of a missing file, a smaller image, a PNG or JPEG."""
+    from factorlab.commands.swap import read_photo
+    from factorlab.predict import BadImage, read_image
+
+    photo = tmp_path / "turned.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation: rotated 90 degrees, so the upright photo is 40 wide, 60 high
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(photo, exif=exif)
+    upright = read_photo(photo)
+    assert upright.shape == (60, 40, 3) and upright.dtype == np.uint8
+    assert np.array_equal(upright, read_image(photo))
+    huge = tmp_path / "huge.png"
+    Image.new("1", (12_000, 12_000)).save(huge)  # 144 Mpx in a few kB: over the limit, under Pillow's own refusal
+    with pytest.raises(BadImage) as info:
+        read_photo(huge)
+    message = str(info.value)
+    assert message.startswith(f"cannot read image {huge}: 12000x12000 pixels is more than the limit of 89,478,485")
+    assert message.endswith("give a smaller image") and "--max-pixels" not in message  # swap has no such option
+    noise = tmp_path / "noise.png"
+    noise.write_bytes(b"not a picture, just text")
+    with pytest.raises(BadImage, match=r"^cannot read image .*noise\.png: not an image Pillow can read; give a PNG"):
+        read_photo(noise)
+    with pytest.raises(FactorlabError, match=r"image not found: .*missing\.png; give an image file or a data-set"):
+        read_photo(tmp_path / "missing.png")
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")

@@ -29,21 +29,26 @@ examples:
 
 
 def read_photo(path: Path) -> np.ndarray:
-    """An image file as uint8 (H, W, 3); a clear error when it is missing or not an image."""
-    import numpy as np
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """An image file as uint8 (H, W, 3): `factorlab.predict.read_image`, with the hints of `factorlab swap` (an
+    image can also be a data-set index; there is no --max-pixels to raise)."""
+    import warnings
+
+    from PIL.Image import DecompressionBombWarning
+
+    from factorlab.predict import BadImage, read_image
 
     if not path.is_file():
         raise FactorlabError(
             f"image not found: {path}; give an image file or a data-set index such as test:12 (split:index)"
         )
+    too_large = "give a smaller image"
     try:
-        with Image.open(path) as image:  # upright by its EXIF orientation, as `factorlab predict` reads photos
-            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-    except Image.DecompressionBombError as exc:
-        raise FactorlabError(f"image {path} is too large to decode safely ({exc}); give a smaller image") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise FactorlabError(f"cannot read image {path}: {exc}; give a PNG or JPEG file") from None
+        with warnings.catch_warnings():  # read_image checks the limit itself: Pillow's warning would only be noise
+            warnings.simplefilter("ignore", DecompressionBombWarning)
+            return read_image(path, limit_hint=too_large)
+    except BadImage as exc:
+        fix = "" if str(exc).endswith(too_large) else "; give a PNG or JPEG file"
+        raise BadImage(f"cannot read image {exc}{fix}") from None
 
 
 def load_inputs(specs: list[str], recipe, model, *, align: bool) -> tuple[torch.Tensor, list[str]]:
