@@ -18,11 +18,18 @@ from pydantic_core import PydanticUndefined
 
 from factorlab import recipe as r
 
+_BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+
 
 def _type(annotation: Any) -> str:
     """A readable type: `one of "a", "b"` for literals, `int or None` for unions, names otherwise."""
     args = typing.get_args(annotation)
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:  # a constrained type: `int >= 1` (pydantic keeps the bounds in `metadata`)
+        base, *extra = args
+        marks = [m for e in extra for m in getattr(e, "metadata", [e])]
+        bounds = [f"{op} {getattr(m, key)}" for m in marks for key, op in _BOUNDS if hasattr(m, key)]
+        return " ".join([_type(base), ", ".join(bounds)]) if bounds else _type(base)
     if origin is typing.Literal:
         return "one of " + ", ".join(f"`{a!r}`".replace("'", '"') for a in args)
     if origin in (typing.Union, types.UnionType):

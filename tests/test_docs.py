@@ -20,6 +20,18 @@ def test_recipe_reference_is_generated_from_the_models() -> None:
     assert committed == recipe_reference(), "regenerate it: python -m factorlab.docgen > docs/reference/recipe.md"
 
 
+def test_constrained_types_read_as_their_bounds() -> None:
+    from typing import Annotated
+
+    from pydantic import Field
+
+    from factorlab.docgen import _type
+
+    assert _type(list[Annotated[int, Field(ge=1)]]) == "list[int >= 1]"
+    assert _type(Annotated[float, Field(gt=0, le=1)]) == "float > 0, <= 1"
+    assert "Annotated[" not in recipe_reference()
+
+
 def test_every_hook_has_a_docstring_and_a_row_in_the_plugin_guide() -> None:
     guide = (ROOT / "docs" / "plugins.md").read_text()
     for kind in hookspecs.KINDS:
