@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import shutil
 import sys
 from pathlib import Path
+
+#: errno values that mean "no space left".
+FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+#: errno values that mean "not allowed to write here" (read-only file system, permissions).
+DENIED = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def os_reason(exc: OSError) -> str:
+    """Why an OSError happened, in words ("read-only file system" rather than errno 30's terse text)."""
+    return "read-only file system" if exc.errno == errno.EROFS else (exc.strerror or type(exc).__name__)
 
 
 class FactorlabError(Exception):
@@ -65,15 +76,12 @@ def as_user_error(exc: BaseException) -> FactorlabError | None:
     A last net for the CLI: a full disk, a read-only or forbidden place, or an allocation the machine
     cannot satisfy are the user's to fix, wherever they happen.
     """
-    import errno
-
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if isinstance(exc, OSError) and exc.errno in FULL:
         return disk_full_error(exc.filename or "(a file)", exc)
-    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+    if isinstance(exc, OSError) and exc.errno in DENIED:
         where = f" {exc.filename}" if exc.filename else ""
-        reason = "read-only file system" if exc.errno == errno.EROFS else exc.strerror
         return OutputError(
-            f"cannot use{where}: {reason}. Choose a location you can write to (or fix its permissions) and run the "
+            f"cannot use{where}: {os_reason(exc)}. Choose a location you can write to (or fix its permissions) and run the "
             "command again."
         )
     # torch raises a RuntimeError on the CPU ("DefaultCPUAllocator: can't allocate memory") and

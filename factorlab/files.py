@@ -13,12 +13,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from factorlab.errors import OutputError, disk_full_error  # disk_full_error re-exported: errors owns it
+# disk_full_error and FULL re-exported: errors owns them
+from factorlab.errors import DENIED, FULL, OutputError, disk_full_error, os_reason
 
 #: errno values that mean "this place cannot be written" (as opposed to a bug).
-UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
-#: errno values that mean "no space left".
-FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+UNWRITABLE = DENIED | {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
 
 
 def current_umask() -> int:
@@ -37,9 +36,7 @@ def current_umask() -> int:
 def unwritable_error(path: Path, exc: OSError, what: str = "") -> OutputError:
     """The message for a place that cannot be written (read-only, no permission, not a folder)."""
     target = Path(exc.filename) if getattr(exc, "filename", None) else Path(path)
-    reason = exc.strerror or type(exc).__name__
-    if exc.errno == errno.EROFS:
-        reason = "read-only file system"
+    reason = os_reason(exc)
     label = f"{what} " if what else ""
     return OutputError(
         f"cannot write {label}{path}: {target}: {reason}. Choose a writable location (or fix the folder's "
@@ -120,9 +117,8 @@ def check_writable_dir(path: Path, what: str) -> Path:
     except OSError as exc:
         if exc.errno in FULL:
             raise disk_full_error(probe / "x", exc) from None
-        reason = "read-only file system" if exc.errno == errno.EROFS else (exc.strerror or type(exc).__name__)
         raise OutputError(
-            f"cannot write {what} {path}: no file can be created in {probe} ({reason}). Choose a writable location "
+            f"cannot write {what} {path}: no file can be created in {probe} ({os_reason(exc)}). Choose a writable location "
             "(or fix the folder's permissions) and run the command again."
         ) from None
     return path

@@ -552,3 +552,17 @@ def test_torch_out_of_memory_errors_are_user_errors() -> None:
         assert isinstance(error, ResourceError) and "run.batch_size" in str(error)
     assert as_user_error(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None  # a bug stays a bug
     assert as_user_error(OutOfMemoryError("not from torch")) is None
+
+
+def test_disk_and_permission_errnos_are_user_errors_and_read_in_words() -> None:
+    import errno
+
+    from factorlab.errors import DiskFullError, OutputError, as_user_error
+
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # EFBIG: a file past the file system's size limit
+        assert isinstance(as_user_error(OSError(code, os.strerror(code), "/data/run/last.pt")), DiskFullError)
+    read_only = as_user_error(OSError(errno.EROFS, os.strerror(errno.EROFS), "/mnt/ro/run"))
+    assert isinstance(read_only, OutputError) and "/mnt/ro/run: read-only file system" in str(read_only)
+    denied = as_user_error(PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/root/x"))
+    assert isinstance(denied, OutputError) and "Permission denied" in str(denied)
+    assert as_user_error(FileNotFoundError(errno.ENOENT, "No such file", "x")) is None  # a missing file is a bug here
