@@ -10,6 +10,7 @@ import traceback
 from rich.text import Text
 
 import factorlab
+from factorlab.commands.args import allow_options_between_positionals_in
 from factorlab.errors import FactorlabError, as_user_error
 from factorlab.progress import make_console
 
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         command.set_defaults(handler=entry.factory(command))
+        allow_options_between_positionals_in(command)  # `validate R --print key=value` as well as `run R --seeds ...`
     return parser
 
 

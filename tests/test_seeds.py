@@ -126,3 +126,21 @@ def test_overrides_may_follow_the_seeds_option() -> None:
     args = build_parser().parse_args(["run", "recipes/quickstart.toml", "--seeds", "0,1,2", "run.epochs=1", "a.b=2"])
     assert args.recipe == "recipes/quickstart.toml" and args.overrides == ["run.epochs=1", "a.b=2"]
     assert args.seeds is not None
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["validate", "r.toml", "--print", "run.epochs=2"], {"recipe": "r.toml", "overrides": ["run.epochs=2"]}),
+        (["data", "preview", "synthfaces", "--out", "g.png", "difficulty=0.5"], {"options": ["difficulty=0.5"]}),
+        (["prepare", "csvfaces", "--root", "r", "align=none"], {"overrides": ["align=none"]}),
+        (["swap", "--run", "R", "test:1", "--out", "s.png", "test:2"], {"images": ["test:1", "test:2"]}),
+        (["runs", "a", "--limit", "3", "b"], {"folders": [Path("a"), Path("b")]}),
+    ],
+)
+def test_every_command_takes_options_between_its_positionals(argv: list[str], expected: dict) -> None:
+    from factorlab.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    for key, value in expected.items():
+        assert getattr(args, key) == value

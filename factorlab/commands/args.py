@@ -40,6 +40,9 @@ def device(text: str) -> str:
 
 def allow_options_between_positionals(parser: argparse.ArgumentParser) -> None:
     """Let `prepare DATASET --root R key=value` parse: plain argparse stops taking positionals after an option."""
+    if getattr(parser, "_factorlab_intermixed", False):
+        return
+    parser._factorlab_intermixed = True  # type: ignore[attr-defined]
     plain = parser.parse_known_args
     inside = [False]
 
@@ -53,3 +56,23 @@ def allow_options_between_positionals(parser: argparse.ArgumentParser) -> None:
             inside[0] = False
 
     parser.parse_known_args = parse_known_args
+
+
+def allow_options_between_positionals_in(parser: argparse.ArgumentParser) -> None:
+    """`allow_options_between_positionals` for a command and its sub-commands, wherever argparse can intermix.
+
+    Every command then reads `CMD A --flag X B` like `CMD A B --flag X` (plugins' commands too). argparse cannot
+    intermix a parser that has sub-commands or a REMAINDER positional: those are left as they are, and their
+    sub-commands are visited.
+    """
+    positional = [a for a in parser._actions if not a.option_strings]
+    for action in positional:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                allow_options_between_positionals_in(child)
+    if any(a.nargs in (argparse.REMAINDER, argparse.PARSER) for a in positional):
+        return
+    if any(not a.option_strings for group in parser._mutually_exclusive_groups for a in group._group_actions):
+        return
+    if any(a.nargs in ("*", "+", "?") or isinstance(a.nargs, int) and a.nargs > 1 for a in positional):
+        allow_options_between_positionals(parser)
