@@ -130,6 +130,7 @@ class Trainer:
         scaler_on = recipe.run.precision == "fp16" and self.device.type == "cuda"
         self.main_scaler = torch.amp.GradScaler(self.device.type, enabled=scaler_on)
         self.adv_scaler = torch.amp.GradScaler(self.device.type, enabled=scaler_on)
+        self.disc_scaler = torch.amp.GradScaler(self.device.type, enabled=scaler_on)  # the discriminator's own step
         self.classification = losses.ClassificationLoss()
         self.reconstruction = reconstruction_module(recipe).to(self.device) if recipe.uses_decoder else None
         # a reconstruction loss with trainable parameters (an image discriminator) is trained in its own step
@@ -188,8 +189,9 @@ class Trainer:
         with autocast(self.device, self.recipe.run.precision):
             loss = self.reconstruction.discriminator_loss(images, reconstruction.detach())
         self.disc_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.disc_opt.step()
+        self.disc_scaler.scale(loss).backward()
+        self.disc_scaler.step(self.disc_opt)
+        self.disc_scaler.update()
         return {"discriminator/loss": loss.detach()}
 
     def main_step(self, images: torch.Tensor, out: dict, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -243,7 +245,11 @@ class Trainer:
             "adv_scaler": self.adv_scaler.state_dict(),
             "step": self.step_count,
             **(
-                {"discriminator": self.reconstruction.state_dict(), "disc_opt": self.disc_opt.state_dict()}
+                {
+                    "discriminator": self.reconstruction.state_dict(),
+                    "disc_opt": self.disc_opt.state_dict(),
+                    "disc_scaler": self.disc_scaler.state_dict(),
+                }
                 if self.disc_opt
                 else {}
             ),
@@ -260,6 +266,8 @@ class Trainer:
         if self.disc_opt and state.get("disc_opt"):
             self.reconstruction.load_state_dict(state["discriminator"])
             self.disc_opt.load_state_dict(state["disc_opt"])
+            if "disc_scaler" in state:  # checkpoints written before it existed have none
+                self.disc_scaler.load_state_dict(state["disc_scaler"])
 
 
 def reconstruction_module(recipe: Recipe) -> nn.Module:

@@ -367,3 +367,14 @@ def test_the_discriminator_resumes_with_the_trainer() -> None:
     assert moments and restored.keys() == moments.keys(), "the discriminator's Adam moments came back"
     for p, values in moments.items():
         assert all(torch.equal(v, restored[p][name]) for name, v in values.items())
+    assert state["disc_scaler"] == trainer.disc_scaler.state_dict()  # its loss scale (fp16 on a GPU) is kept too
+
+
+def test_a_checkpoint_without_the_discriminator_scaler_still_resumes() -> None:
+    trainer, (images, labels) = _gan_trainer()
+    trainer.step(images, labels)
+    state = {k: v for k, v in trainer.state_dict().items() if k != "disc_scaler"}  # written before it existed
+    fresh, _ = one_batch_trainer(SWAP_RECIPE, [*TINY, _GAN_TERMS], seed=1)
+    fresh.load_state_dict(state)
+    saved = trainer.reconstruction.state_dict()
+    assert all(torch.equal(v, fresh.reconstruction.state_dict()[k]) for k, v in saved.items())
