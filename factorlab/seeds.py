@@ -233,9 +233,13 @@ def paper_table(groups: Sequence[Group], split: str = "test") -> report.Table:
     return report.Table(headers, rows, caption)
 
 
-def group_tables(paths: Sequence[Path], split: str = "test") -> list[report.Table]:
-    """The paper table and the every-metric table of seed groups (plain run folders count as n = 1)."""
-    groups = [load_group(Path(p)) for p in paths]
+def group_tables(paths: Sequence[Path | Group], split: str = "test") -> list[report.Table]:
+    """The paper table and the every-metric table of seed groups (plain run folders count as n = 1).
+
+    Takes folders or groups already loaded (`load_group`); each group's label gets the overrides that tell it
+    apart from the others, so later tables of the same groups name them alike.
+    """
+    groups = [p if isinstance(p, Group) else load_group(Path(p)) for p in paths]
     missing = [str(g.path) for g in groups if any(split not in s.get("splits", {}) for s in g.summaries)]
     if missing:
         raise FactorlabError(f"{', '.join(missing)}: no {split!r} split in summary.json; use --split val")

@@ -76,6 +76,10 @@ def test_a_seed_group_trains_and_compare_prints_mean_std_and_n(tmp_path: Path) -
     assert "quickstart loss.beta_adv=0" in text  # the group is named by what tells it apart
     assert re.search(r"p=\d\.\d{3} (within noise|differs)", text)
     assert "n=3" in compared.stdout
+    from factorlab.seeds import load_group
+
+    loaded = group_tables([load_group(g) for g in groups])  # what compare now builds from groups it read once
+    assert [(t.headers, t.rows) for t in loaded] == [(t.headers, t.rows) for t in group_tables(groups)]
 
 
 def test_compare_of_an_unfinished_group_says_which_run(tmp_path: Path) -> None:

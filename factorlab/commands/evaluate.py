@@ -361,11 +361,12 @@ def compare_command(parser: argparse.ArgumentParser) -> Handler:
         if args.out:  # now, not after the tables are computed
             check_writable_dir(args.out.parent, "--out")
         if any(is_group(path) for path in args.rundirs):  # seed groups: mean ± std over seeds, Welch t-tests
-            tables = group_tables(args.rundirs, args.split)
+            groups = [load_group(path) for path in args.rundirs]  # read once for every table
+            tables = group_tables(groups, args.split)
             if args.split == "test":
                 from factorlab.leakage import group_leakage_table
 
-                headline = group_leakage_table([load_group(path) for path in args.rundirs])
+                headline = group_leakage_table(groups)
                 if headline is not None:
                     tables.append(headline)
         else:
