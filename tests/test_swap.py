@@ -336,3 +336,22 @@ def test_swap_out_must_be_an_image_file_name(trained_run: Path, tmp_path: Path) 
     result = run_cli("swap", "--run", str(trained_run), "test:0", "test:1", "--out", str(tmp_path / "grid"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "give an image file name such as swap.png" in " ".join(result.stderr.split())
+
+
+def test_swap_errors_benchmark_splits_the_error_between_background_and_face(trained_run: Path) -> None:
+    import subprocess
+    import sys
+
+    script = [sys.executable, str(ROOT / "benchmarks" / "swap_errors.py")]
+    proc = subprocess.run([*script, str(trained_run), "--samples", "40"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith(f"| {trained_run.name} |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    means = [float(c.split(" ± ")[0]) for c in cells[2:]]
+    psnr, bg_pixels, bg_error, psnr_perfect_bg, r2 = means
+    assert cells[1] == "1" and 5 < psnr < 40
+    assert 0.2 < bg_pixels < 0.95 and 0.0 < bg_error < 1.0  # a real mask: neither empty nor the whole image
+    assert psnr_perfect_bg > psnr  # removing the background's error can only raise PSNR
+    assert r2 <= 1.0
+    bad = subprocess.run([*script, str(trained_run / "nope")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "no such folder" in bad.stderr and "Traceback" not in bad.stderr
