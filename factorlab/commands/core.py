@@ -35,6 +35,8 @@ def run_command(parser: argparse.ArgumentParser) -> Handler:
         help="train once per seed (run.seed), e.g. 0,1,2 or 0-4, into one group folder; compare it with factorlab compare",
     )  # fmt: skip
     output_args(parser)
+    # `run R --seeds 0,1,2 key=value` also when the factory is used without factorlab.cli (idempotent)
+    types.allow_options_between_positionals(parser)
     parser.epilog = (
         "example: factorlab run recipes/quickstart.toml run.epochs=2\n"
         "         factorlab run --resume runs/quickstart-20261128-101500\n"

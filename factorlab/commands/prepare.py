@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from factorlab.commands import args as types
+from factorlab.commands.args import allow_options_between_positionals
 from factorlab.errors import DataError, RecipeError
 
 
@@ -102,6 +103,7 @@ def add_prepare_command(parser: argparse.ArgumentParser) -> Callable[[argparse.N
         "--device", type=types.device, default="cpu", help="device MTCNN runs on, e.g. cuda (then use --workers 1)"
     )
     parser.add_argument("--batch-size", type=types.count, default=16, help="images per MTCNN batch")
+    allow_options_between_positionals(parser)  # also when the factory is used without factorlab.cli (idempotent)
     parser.epilog = "example: factorlab prepare affectnet --root /data/AffectNet --image-size 160 align=landmarks"
 
     def handle(args: argparse.Namespace) -> int:
