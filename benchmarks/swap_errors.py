@@ -10,7 +10,7 @@ For each run (a seed group's seed-*/ runs, or a run folder), on the first --samp
 - the PSNR the reconstructions would have with a perfect background (the squared error there set to 0);
 - R^2 of a ridge regression from all codes (flattened, concatenated) to the background's base colour (the
   renderer's bg1_r, bg1_g, bg1_b), fitted on 2000 train images and scored on these test images: how much
-  of the colour the decoder could read from the codes at all.
+  of the colour a linear read-out finds in the codes (a lower bound on what a decoder could read).
 Prints one markdown table, mean +- sd over the runs.
 """
 
@@ -52,11 +52,16 @@ def measure(rundir: Path, samples: int = 600, fit_samples: int = 2000) -> dict[s
     from sklearn.linear_model import Ridge
 
     from factorlab.data.loading import build_dataset, dataset_images, to_float_images
-    from factorlab.swap import load_decoder_run
+    from factorlab.errors import FactorlabError
+    from factorlab.swap import load_decoder_run, psnr
 
     recipe, model = load_decoder_run(rundir)
     model.eval()
     test = build_dataset(recipe, "test", model.factors)
+    if not hasattr(test, "render_with"):
+        raise FactorlabError(
+            f"{rundir}: its data set ({recipe.data.dataset}) does not render backgrounds; use a synthfaces run"
+        )
     index = np.arange(min(samples, len(test)))
     x = dataset_images(test, index)
     codes, flat = _codes(model, x)
@@ -67,7 +72,7 @@ def measure(rundir: Path, samples: int = 600, fit_samples: int = 2000) -> dict[s
     )
     background = ((moved - x).abs().sum(1, keepdim=True) > 1e-3).float()
     error = (rec - x).square()
-    face_only = error * (1 - background)
+    perfect_bg = x + (rec - x) * (1 - background)  # the reconstruction with the true background pasted in
 
     def colour(ds, idx) -> np.ndarray:
         return np.array([[ds.params(int(i))[f"bg1_{c}"] for c in "rgb"] for i in idx])
@@ -77,10 +82,10 @@ def measure(rundir: Path, samples: int = 600, fit_samples: int = 2000) -> dict[s
     _, fit_flat = _codes(model, dataset_images(train, fit))
     ridge = Ridge(alpha=1.0, solver="svd").fit(fit_flat, colour(train, fit))
     return {
-        "psnr": float((10 * torch.log10(1 / error.mean((1, 2, 3)))).mean()),
+        "psnr": float(psnr(rec, x).mean()),
         "bg_pixels": float(background.mean()),
         "bg_error": float((error * background).sum() / error.sum()),
-        "psnr_perfect_bg": float((10 * torch.log10(1 / face_only.mean((1, 2, 3)).clamp(min=1e-10))).mean()),
+        "psnr_perfect_bg": float(psnr(perfect_bg, x).mean()),
         "bg_colour_r2": float(ridge.score(flat, colour(test, index))),
     }
 
@@ -98,19 +103,16 @@ def table(results: dict[str, list[dict[str, float]]]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    samples = 600
-    if "--samples" in argv:
-        at = argv.index("--samples")
-        try:
-            samples = int(argv[at + 1])
-        except (IndexError, ValueError):
-            print(f"error: --samples needs a whole number\nusage: {USAGE}", file=sys.stderr)
-            return 2
-        argv = argv[:at] + argv[at + 2 :]
-    paths = [Path(a) for a in argv]
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python benchmarks/swap_errors.py", description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, metavar="GROUP_OR_RUN", help="seed groups or run folders")
+    parser.add_argument("--samples", type=int, default=600, help="test images per run (default 600)")
+    args = parser.parse_args(argv)  # usage errors exit 2 with argparse's message
+    paths, samples = args.runs, args.samples
     missing = [str(p) for p in paths if not p.is_dir()]
-    if not paths or missing or samples < 2:
-        why = f"no such folder: {', '.join(missing)}" if missing else "name at least one run or group (--samples >= 2)"
+    if missing or samples < 2:
+        why = f"no such folder: {', '.join(missing)}" if missing else "--samples must be at least 2"
         print(f"error: {why}\nusage: {USAGE}", file=sys.stderr)
         return 2
     from factorlab.errors import FactorlabError

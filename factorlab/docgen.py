@@ -28,7 +28,7 @@ def _type(annotation: Any) -> str:
     if origin is typing.Annotated:  # a constrained type: `int >= 1` (pydantic keeps the bounds in `metadata`)
         base, *extra = args
         marks = [m for e in extra for m in getattr(e, "metadata", [e])]
-        bounds = [f"{op} {getattr(m, key)}" for m in marks for key, op in _BOUNDS if hasattr(m, key)]
+        bounds = [f"{op} {getattr(m, key)}" for m in marks for key, op in _BOUNDS if getattr(m, key, None) is not None]
         return " ".join([_type(base), ", ".join(bounds)]) if bounds else _type(base)
     if origin is typing.Literal:
         return "one of " + ", ".join(f"`{a!r}`".replace("'", '"') for a in args)

@@ -88,7 +88,9 @@ def as_user_error(exc: BaseException) -> FactorlabError | None:
     # torch.OutOfMemoryError (a RuntimeError) on a GPU, not MemoryError. torch is only looked up, never imported
     # here (the CLI stays torch-free until a command needs it): if it is not loaded, it raised nothing.
     torch = sys.modules.get("torch")
-    out_of_memory = isinstance(exc, MemoryError) or (torch is not None and isinstance(exc, torch.OutOfMemoryError))
+    # torch.OutOfMemoryError from torch 2.5; torch.cuda.OutOfMemoryError (the same class since) before
+    oom = None if torch is None else getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    out_of_memory = isinstance(exc, MemoryError) or (oom is not None and isinstance(exc, oom))
     if out_of_memory or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)):
         return ResourceError(
             "out of memory: the request needs more memory than the machine has free; ask for less (a smaller "

@@ -260,13 +260,15 @@ class Trainer:
         self.main_opt.load_state_dict(state["main_opt"])
         if self.adv_opt and state.get("adv_opt"):
             self.adv_opt.load_state_dict(state["adv_opt"])
-        self.main_scaler.load_state_dict(state["main_scaler"])
-        self.adv_scaler.load_state_dict(state["adv_scaler"])
+        # a disabled scaler (CPU, fp32) saves {}: a run resumed with fp16 on a GPU starts its scale afresh
+        for scaler, key in ((self.main_scaler, "main_scaler"), (self.adv_scaler, "adv_scaler")):
+            if state.get(key):
+                scaler.load_state_dict(state[key])
         self.step_count = state["step"]
         if self.disc_opt and state.get("disc_opt"):
             self.reconstruction.load_state_dict(state["discriminator"])
             self.disc_opt.load_state_dict(state["disc_opt"])
-            if "disc_scaler" in state:  # checkpoints written before it existed have none
+            if state.get("disc_scaler"):  # none in checkpoints written before it existed, {} when it was disabled
                 self.disc_scaler.load_state_dict(state["disc_scaler"])
 
 

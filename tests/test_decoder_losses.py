@@ -378,3 +378,16 @@ def test_a_checkpoint_without_the_discriminator_scaler_still_resumes() -> None:
     fresh.load_state_dict(state)
     saved = trainer.reconstruction.state_dict()
     assert all(torch.equal(v, fresh.reconstruction.state_dict()[k]) for k, v in saved.items())
+
+
+def test_a_cpu_checkpoint_resumes_into_enabled_scalers() -> None:
+    # a disabled scaler (CPU or fp32) saves {}; resumed where the scalers are on (fp16 on a GPU) they start afresh
+    trainer, (images, labels) = _gan_trainer()
+    trainer.step(images, labels)
+    state = trainer.state_dict()
+    assert state["main_scaler"] == {} and state["disc_scaler"] == {}
+    fresh, _ = one_batch_trainer(SWAP_RECIPE, [*TINY, _GAN_TERMS], seed=1)
+    for name in ("main_scaler", "adv_scaler", "disc_scaler"):
+        setattr(fresh, name, torch.amp.GradScaler("cpu", enabled=True))  # what fp16 on a GPU builds
+    fresh.load_state_dict(state)
+    assert fresh.step_count == trainer.step_count and fresh.main_scaler.get_scale() == 2.0**16

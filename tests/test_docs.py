@@ -23,12 +23,14 @@ def test_recipe_reference_is_generated_from_the_models() -> None:
 def test_constrained_types_read_as_their_bounds() -> None:
     from typing import Annotated
 
+    import annotated_types
     from pydantic import Field
 
     from factorlab.docgen import _type
 
     assert _type(list[Annotated[int, Field(ge=1)]]) == "list[int >= 1]"
     assert _type(Annotated[float, Field(gt=0, le=1)]) == "float > 0, <= 1"
+    assert _type(Annotated[int, annotated_types.Interval(ge=1)]) == "int >= 1"  # conint's form: unset bounds are None
     assert "Annotated[" not in recipe_reference()
 
 
