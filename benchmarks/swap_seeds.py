@@ -34,11 +34,21 @@ def _cell(values: list[float], digits: int) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
 
 
+def _read_scores(path: Path) -> dict:
+    try:
+        scores = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path} is not valid JSON ({exc}); score the run again with factorlab swap --score") from None
+    if not isinstance(scores, dict) or not {"image", "accuracy", "pairs"} <= scores.keys():
+        raise UsageError(f"{path} is not a swap_scores.json (no image, accuracy and pairs); score the run again")
+    return scores
+
+
 def table(*groups: Path, erased: bool = False) -> str:
     pattern = "seed-*/leace/swap_scores.json" if erased else "seed-*/swap_scores.json"
     scores = []
     for group in groups:
-        found = [json.loads(p.read_text()) for p in sorted(group.glob(pattern))]
+        found = [_read_scores(p) for p in sorted(group.glob(pattern))]
         if not found:
             command = "factorlab eval RUNDIR --erase --swap N" if erased else "factorlab eval RUNDIR --swap"
             raise UsageError(f"no {pattern} in {group}; run {command} first")

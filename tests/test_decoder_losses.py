@@ -330,6 +330,21 @@ def test_swap_seeds_refuses_to_pool_a_group_with_itself(tmp_path, monkeypatch) -
     assert "counts its seeds twice; name each group folder once" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("text", "words"), [("{not json", "is not valid JSON"), ("[1, 2]", "is not a swap_scores.json")]
+)
+def test_swap_seeds_names_a_broken_scores_file(tmp_path, text: str, words: str) -> None:
+    import subprocess
+    import sys
+
+    group = _swap_scores_group(tmp_path / "group", [(15.0, 0.2), (16.0, 0.3)])
+    (group / "seed-1" / "swap_scores.json").write_text(text)
+    script = str(ROOT / "benchmarks" / "swap_seeds.py")
+    proc = subprocess.run([sys.executable, script, str(group)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "seed-1/swap_scores.json" in proc.stderr and words in proc.stderr
+
+
 def test_decoder_losses_benchmark_runs_every_variant() -> None:
     out = _bench("benchmarks/decoder_losses.py", "--smoke")
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
