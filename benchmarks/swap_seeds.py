@@ -19,7 +19,6 @@ import statistics
 import sys
 from pathlib import Path
 
-USAGE = "python benchmarks/swap_seeds.py GROUP [GROUP ...] [--pool] [--erased]"
 ANSWERS = ("swap", "reconstruction", "x1", "x2", "truth")
 
 
@@ -84,15 +83,15 @@ def repeated_groups(groups: list[Path]) -> list[str]:
 
 
 def main(argv: list[str]) -> str:
-    options = [a for a in argv if a.startswith("--")]
-    unknown = [a for a in options if a not in ("--pool", "--erased")]
-    if unknown:
-        raise UsageError(f"unknown option {', '.join(unknown)}; the options are --pool and --erased")
-    groups = [Path(a) for a in argv if not a.startswith("--")]
-    if not groups:
-        raise UsageError(f"name at least one GROUP folder; usage: {USAGE}")
-    erased = "--erased" in options
-    if "--pool" in options:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python benchmarks/swap_seeds.py", description=__doc__.split("\n")[0])
+    parser.add_argument("groups", nargs="+", type=Path, metavar="GROUP", help="seed-group folders (run --seeds)")
+    parser.add_argument("--pool", action="store_true", help="one table over the seeds of all the groups")
+    parser.add_argument("--erased", action="store_true", help="the post-hoc LEACE swaps' scores instead")
+    args = parser.parse_intermixed_args(argv)  # usage errors exit 2 with argparse's message
+    groups, erased = args.groups, args.erased
+    if args.pool:
         repeated = repeated_groups(groups)
         if repeated:
             raise UsageError(
@@ -104,9 +103,6 @@ def main(argv: list[str]) -> str:
 
 
 if __name__ == "__main__":
-    if {"-h", "--help"} & set(sys.argv[1:]):
-        print(__doc__)
-        sys.exit(0)
     try:
         print(main(sys.argv[1:]))
     except UsageError as e:

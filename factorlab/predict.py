@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -64,7 +65,9 @@ def read_image(
     if path.stat().st_size == 0:
         raise BadImage(f"{path}: empty file")
     try:
-        with Image.open(path) as image:
+        # the limit is checked here on the header: Pillow's warning between its limit and twice it is noise
+        quiet = warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning)
+        with quiet, Image.open(path) as image:
             if image.width * image.height > max_pixels:
                 raise BadImage(
                     f"{path}: {image.width}x{image.height} pixels is more than the limit of {max_pixels:,} "

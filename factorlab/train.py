@@ -260,16 +260,15 @@ class Trainer:
         self.main_opt.load_state_dict(state["main_opt"])
         if self.adv_opt and state.get("adv_opt"):
             self.adv_opt.load_state_dict(state["adv_opt"])
-        # a disabled scaler (CPU, fp32) saves {}: a run resumed with fp16 on a GPU starts its scale afresh
-        for scaler, key in ((self.main_scaler, "main_scaler"), (self.adv_scaler, "adv_scaler")):
+        # a disabled scaler (CPU, fp32) saves {}, and checkpoints older than the discriminator's have none of it:
+        # those start their scale afresh (a run resumed with fp16 on a GPU)
+        for key in ("main_scaler", "adv_scaler", "disc_scaler"):
             if state.get(key):
-                scaler.load_state_dict(state[key])
+                getattr(self, key).load_state_dict(state[key])
         self.step_count = state["step"]
         if self.disc_opt and state.get("disc_opt"):
             self.reconstruction.load_state_dict(state["discriminator"])
             self.disc_opt.load_state_dict(state["disc_opt"])
-            if state.get("disc_scaler"):  # none in checkpoints written before it existed, {} when it was disabled
-                self.disc_scaler.load_state_dict(state["disc_scaler"])
 
 
 def reconstruction_module(recipe: Recipe) -> nn.Module:

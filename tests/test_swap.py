@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from pathlib import Path
 
@@ -352,6 +353,6 @@ def test_swap_errors_benchmark_splits_the_error_between_background_and_face(trai
     assert cells[1] == "1" and 5 < psnr < 40
     assert 0.2 < bg_pixels < 0.95 and 0.0 < bg_error < 1.0  # a real mask: neither empty nor the whole image
     assert psnr_perfect_bg > psnr  # removing the background's error can only raise PSNR
-    assert r2 <= 1.0
+    assert math.isfinite(r2) and r2 < 1.0  # scored on held-out test images: a number, never a perfect fit
     bad = subprocess.run([*script, str(trained_run / "nope")], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "no such folder" in bad.stderr and "Traceback" not in bad.stderr

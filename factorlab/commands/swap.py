@@ -31,10 +31,6 @@ examples:
 def read_photo(path: Path) -> np.ndarray:
     """An image file as uint8 (H, W, 3): `factorlab.predict.read_image`, with the hints of `factorlab swap` (an
     image can also be a data-set index; there is no --max-pixels to raise)."""
-    import warnings
-
-    from PIL.Image import DecompressionBombWarning
-
     from factorlab.predict import BadImage, read_image
 
     if not path.is_file():
@@ -43,9 +39,7 @@ def read_photo(path: Path) -> np.ndarray:
         )
     too_large = "give a smaller image"
     try:
-        with warnings.catch_warnings():  # read_image checks the limit itself: Pillow's warning would only be noise
-            warnings.simplefilter("ignore", DecompressionBombWarning)
-            return read_image(path, limit_hint=too_large)
+        return read_image(path, limit_hint=too_large)
     except BadImage as exc:
         fix = "" if str(exc).endswith(too_large) else "; give a PNG or JPEG file"
         raise BadImage(f"cannot read image {exc}{fix}") from None
