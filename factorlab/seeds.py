@@ -20,7 +20,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -233,21 +233,26 @@ def paper_table(groups: Sequence[Group], split: str = "test") -> report.Table:
     return report.Table(headers, rows, caption)
 
 
+def label_groups(groups: Sequence[Group]) -> list[Group]:
+    """Copies of the groups, each labelled by its name and the overrides that tell it apart from the others.
+
+    Groups still alike after that are named by their folder. The groups given are left as they were, so
+    every table built from them (the paper table, the leakage table) names the same group alike.
+    """
+    common = set.intersection(*(set(g.overrides) for g in groups)) if groups else set()
+    named = [replace(g, label=" ".join([g.label, *(o for o in g.overrides if o not in common)])) for g in groups]
+    labels = [g.label for g in named]
+    return [replace(g, label=g.path.name) if labels.count(g.label) > 1 else g for g in named]
+
+
 def group_tables(paths: Sequence[Path | Group], split: str = "test") -> list[report.Table]:
     """The paper table and the every-metric table of seed groups (plain run folders count as n = 1).
 
-    Takes folders or groups already loaded (`load_group`); each group's label gets the overrides that tell it
-    apart from the others, so later tables of the same groups name them alike.
+    Takes folders or groups already loaded (`load_group`); the tables name each group as `label_groups` does.
     """
     groups = [p if isinstance(p, Group) else load_group(Path(p)) for p in paths]
     missing = [str(g.path) for g in groups if any(split not in s.get("splits", {}) for s in g.summaries)]
     if missing:
         raise FactorlabError(f"{', '.join(missing)}: no {split!r} split in summary.json; use --split val")
-    common = set.intersection(*(set(g.overrides) for g in groups))
-    for group in groups:  # name + the overrides that tell it apart from the other groups
-        group.label = " ".join([group.label, *(o for o in group.overrides if o not in common)])
-    labels = [g.label for g in groups]
-    for group in groups:  # still the same: tell them apart by folder
-        if labels.count(group.label) > 1:
-            group.label = group.path.name
+    groups = label_groups(groups)
     return [paper_table(groups, split), metrics_table(groups, split)]

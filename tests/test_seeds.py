@@ -78,8 +78,12 @@ def test_a_seed_group_trains_and_compare_prints_mean_std_and_n(tmp_path: Path) -
     assert "n=3" in compared.stdout
     from factorlab.seeds import load_group
 
-    loaded = group_tables([load_group(g) for g in groups])  # what compare now builds from groups it read once
-    assert [(t.headers, t.rows) for t in loaded] == [(t.headers, t.rows) for t in group_tables(groups)]
+    read_once = [load_group(g) for g in groups]  # what compare builds its tables from
+    labels = [g.label for g in read_once]
+    for _ in range(2):  # building the tables twice names the groups alike and leaves the groups as they were
+        loaded = group_tables(read_once)
+        assert [(t.headers, t.rows) for t in loaded] == [(t.headers, t.rows) for t in group_tables(groups)]
+        assert [g.label for g in read_once] == labels
 
 
 def test_compare_of_an_unfinished_group_says_which_run(tmp_path: Path) -> None:
@@ -148,3 +152,14 @@ def test_every_command_takes_options_between_its_positionals(argv: list[str], ex
     args = build_parser().parse_args(argv)
     for key, value in expected.items():
         assert getattr(args, key) == value
+
+
+def test_label_groups_names_groups_by_what_tells_them_apart(tmp_path: Path) -> None:
+    from factorlab.seeds import Group, label_groups
+
+    base = Group(tmp_path / "a", "quickstart", [], ["run.epochs=2"])
+    varied = Group(tmp_path / "b", "quickstart", [], ["run.epochs=2", "loss.beta_adv=0"])
+    twin = Group(tmp_path / "c", "quickstart", [], ["run.epochs=2", "loss.beta_adv=0"])
+    assert [g.label for g in label_groups([base, varied])] == ["quickstart", "quickstart loss.beta_adv=0"]
+    assert [g.label for g in label_groups([base, varied, twin])] == ["quickstart", "b", "c"]  # still alike: folders
+    assert [g.label for g in (base, varied, twin)] == ["quickstart"] * 3  # the groups given are untouched

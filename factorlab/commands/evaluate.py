@@ -356,7 +356,7 @@ def compare_command(parser: argparse.ArgumentParser) -> Handler:
     parser.epilog = COMPARE_EPILOG
 
     def handle(args: argparse.Namespace) -> int:
-        from factorlab.seeds import group_tables, is_group, load_group
+        from factorlab.seeds import group_tables, is_group, label_groups, load_group
 
         if args.out:  # now, not after the tables are computed
             check_writable_dir(args.out.parent, "--out")
@@ -366,7 +366,7 @@ def compare_command(parser: argparse.ArgumentParser) -> Handler:
             if args.split == "test":
                 from factorlab.leakage import group_leakage_table
 
-                headline = group_leakage_table(groups)
+                headline = group_leakage_table(label_groups(groups))
                 if headline is not None:
                     tables.append(headline)
         else:
