@@ -163,9 +163,9 @@ def erase_codes(
             sample.codes[code] = apply_eraser(eraser, sample.codes[code])
     with torch.no_grad():
         codes = {name: torch.from_numpy(code).to(device) for name, code in test.codes.items()}
+        logits = model.net.classify(codes)
         for link in model.net.head_links:
-            logits = model.net.heads[link.key](codes[link.code].flatten(1))
-            test.predictions[f"head/{link.factor}/{link.code}"] = logits.argmax(dim=1).cpu().numpy()
+            test.predictions[f"head/{link.factor}/{link.code}"] = logits[link.key].argmax(dim=1).cpu().numpy()
         for key, logits in model.adversaries(codes).items():
             link = next(link for link in model.adversaries.links if link.key == key)
             test.predictions[f"adversary/{link.factor}/{link.code}"] = logits.argmax(dim=1).cpu().numpy()

@@ -40,8 +40,8 @@ class ExportedModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         codes = self.net.encode(images)
-        logits = [self.net.heads[link.key](codes[link.code].flatten(1)) for link in self.links]
-        out = [*logits, *(codes[c] for c in self.codes)]
+        logits = self.net.classify(codes)
+        out = [*(logits[link.key] for link in self.links), *(codes[c] for c in self.codes)]
         if self.decoder:
             out.append(self.net.decode(codes))
         return tuple(out)

@@ -65,11 +65,14 @@ class Network(nn.Module):
             raise RuntimeError("this model has no decoder (the recipe's loss.beta_rec is 0)")
         return self.decoder(concat_codes(codes, list(self.branches)))
 
+    def classify(self, codes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Codes -> each head's logits on its code, by `<factor>_from_<code>`."""
+        return {link.key: self.heads[link.key](codes[link.code].flatten(1)) for link in self.head_links}
+
     def forward(self, images: torch.Tensor) -> dict[str, dict[str, torch.Tensor] | torch.Tensor]:
         """Codes, head logits (by `<factor>_from_<code>`) and, with a decoder, the reconstruction."""
         codes = self.encode(images)
-        logits = {link.key: self.heads[link.key](codes[link.code].flatten(1)) for link in self.head_links}
-        out: dict = {"codes": codes, "logits": logits}
+        out: dict = {"codes": codes, "logits": self.classify(codes)}
         if self.decoder is not None:
             out["reconstruction"] = self.decode(codes)
         return out

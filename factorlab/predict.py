@@ -170,10 +170,8 @@ class TorchBackend:
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         codes = self.net.encode(images.to(self.device, non_blocking=True))
-        logits = [
-            self.net.heads[key](codes[code].flatten(1)) for key, (_, code) in zip(self.keys, self.links, strict=True)
-        ]
-        return logits, codes
+        logits = self.net.classify(codes)
+        return [logits[key] for key in self.keys], codes
 
 
 class OnnxBackend:

@@ -423,3 +423,20 @@ def test_facenet_warns_when_folded_bn_weights_would_train_their_bn(tmp_path) -> 
     config = InceptionResnetV1Config(weights=str(path), cut="conv2d_4b", freeze_bn=False)
     with pytest.warns(UserWarning, match="freeze_bn = false"):
         inception_resnet_v1(config, image_size=160)
+
+
+def test_classify_gives_each_head_the_logits_of_its_own_code(tmp_path) -> None:
+    from factorlab import build_model
+    from factorlab.recipe import load_recipe
+
+    recipe = load_recipe("recipes/quickstart.toml", ["data.image_size=32", f"run.output={tmp_path}"])
+    net = build_model(recipe).net.eval()
+    images = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        codes = net.encode(images)
+        logits = net.classify(codes)
+        assert logits.keys() == net(images)["logits"].keys() == {link.key for link in net.head_links}
+        for link in net.head_links:  # the same logits as forward, and a head reads nothing but its code
+            assert torch.allclose(logits[link.key], net(images)["logits"][link.key], atol=1e-6)
+            others = {name: code if name == link.code else torch.randn_like(code) for name, code in codes.items()}
+            assert torch.equal(net.classify(others)[link.key], logits[link.key])
