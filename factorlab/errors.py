@@ -55,7 +55,7 @@ class ResourceError(FactorlabError):
 
 
 def disk_full_error(path: Path, exc: BaseException | None = None) -> DiskFullError:
-    """The message for a write that ran out of space."""
+    """The message for a write that ran out of space: a full disk, a used-up quota or a file-size limit."""
     path = Path(path)
     where = path.parent
     try:
@@ -63,9 +63,17 @@ def disk_full_error(path: Path, exc: BaseException | None = None) -> DiskFullErr
     except OSError:
         free = "free space unknown"
     reason = f" ({exc.strerror})" if isinstance(exc, OSError) and exc.strerror else ""
+    code = exc.errno if isinstance(exc, OSError) else errno.ENOSPC
+    what, fix = {
+        errno.EDQUOT: ("your disk quota is used up", "Free some of your space"),
+        errno.EFBIG: (
+            "a file grew past the largest size allowed (the file system's limit, or `ulimit -f`)",
+            "Raise it",
+        ),
+    }.get(code, ("the disk is full", "Free some space"))
     return DiskFullError(
-        f"the disk is full: could not write {path}{reason}; {free} on the file system of {where}. "
-        "Nothing half-written was kept. Free some space (or choose another output folder) and run the command "
+        f"{what}: could not write {path}{reason}; {free} on the file system of {where}. "
+        f"Nothing half-written was kept. {fix} (or choose another output folder) and run the command "
         "again; an interrupted run continues with `factorlab run --resume RUNDIR`."
     )
 

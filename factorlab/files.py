@@ -13,6 +13,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+try:
+    import resource  # Unix: the process's file-size limit
+except ImportError:  # Windows
+    resource = None
+
 # disk_full_error and FULL re-exported: errors owns them
 from factorlab.errors import DENIED, FULL, OutputError, disk_full_error, os_reason
 
@@ -44,13 +49,25 @@ def unwritable_error(path: Path, exc: OSError, what: str = "") -> OutputError:
     )
 
 
-def _is_full(exc: BaseException, where: Path) -> bool:
+def _out_of_space(exc: BaseException, tmp: Path) -> OSError | None:
+    """The full disk, used-up quota or file-size limit behind a failed write to `tmp`, or None.
+
+    Some writers (torch.save) hide the OSError in their own RuntimeError, so the disk and the process's
+    file-size limit (`ulimit -f`, RLIMIT_FSIZE) are looked at themselves.
+    """
     if isinstance(exc, OSError) and exc.errno in FULL:
-        return True
-    try:  # some writers (torch.save to a path) hide ENOSPC in their own error: look at the disk itself
-        return shutil.disk_usage(where).free < 2**20
+        return exc
+    if not isinstance(exc, Exception):
+        return None
+    try:
+        if shutil.disk_usage(tmp.parent).free < 2**20:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if resource else -1
+        if soft not in (-1, getattr(resource, "RLIM_INFINITY", -1)) and tmp.stat().st_size >= soft - 2**16:
+            return OSError(errno.EFBIG, os.strerror(errno.EFBIG))
     except OSError:
-        return False
+        pass
+    return None
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
@@ -79,10 +96,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        full = isinstance(exc, Exception) and _is_full(exc, path.parent)
+        full = _out_of_space(exc, Path(tmp))
         Path(tmp).unlink(missing_ok=True)
-        if full:
-            raise disk_full_error(path, exc) from None
+        if full is not None:
+            raise disk_full_error(path, full) from None
         if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
             raise unwritable_error(path, exc) from None
         raise

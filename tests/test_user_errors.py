@@ -566,3 +566,26 @@ def test_disk_and_permission_errnos_are_user_errors_and_read_in_words() -> None:
     denied = as_user_error(PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/root/x"))
     assert isinstance(denied, OutputError) and "Permission denied" in str(denied)
     assert as_user_error(FileNotFoundError(errno.ENOENT, "No such file", "x")) is None  # a missing file is a bug here
+
+
+def test_a_file_size_limit_during_a_checkpoint_exits_2_and_names_the_limit(tmp_path: Path) -> None:
+    """EFBIG (a file past `ulimit -f`) is no full disk: the message says which limit to raise."""
+    import resource
+
+    limit = 4 * 2**20  # the quickstart's checkpoint (~18 MB) cannot be written under it; the recipe and log can
+
+    def limit_file_size() -> None:  # in the child only; Python ignores SIGXFSZ, so the write fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "factorlab", "run", QUICK, *TINY, "--out", str(tmp_path / "runs")],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+        preexec_fn=limit_file_size, timeout=600,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output and CATCH_ALL not in output
+    message = " ".join(result.stderr.split())
+    assert re.search(r"a file grew past the largest size allowed .*ulimit -f.*: could not write .*\.pt", message)
+    assert "the disk is full" not in message
+    assert not [p.name for p in tmp_path.rglob("*") if p.suffix in (".tmp", ".pt")], "nothing half-written is kept"
