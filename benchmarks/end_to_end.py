@@ -16,8 +16,9 @@ Each repeat runs A then B, the next B then A; the ratios A/B of training images/
 to back under the same load. Both children get the same OMP_WAIT_POLICY (the one the CLI sets).
 
 `load`: the quickstart's wall time alone and next to one competing job (a 2-thread float matmul loop in another
-process), interleaved; per wait policy in `--policies` (`PASSIVE`, which the CLI sets, and `default`: libgomp's
-own spin-then-sleep). The ratio loaded/alone is the figure to quote.
+process), interleaved; per wait policy in `--policies` (`PASSIVE`, which the CLI sets, `default`: libgomp's
+own spin-then-sleep, `spin:N`: PASSIVE with GOMP_SPINCOUNT=N, i.e. libgomp spins N rounds before it sleeps).
+The ratio loaded/alone is the figure to quote.
 
 `first-line`: start `factorlab run` and time the first line on stdout (then stop it).
 """
@@ -131,8 +132,11 @@ SAME_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD
 def _env(policy: str | None, threads: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("OMP_WAIT_POLICY", None)
+    env.pop("GOMP_SPINCOUNT", None)
     if policy == "default":
         env["OMP_WAIT_POLICY"] = ""  # set (so the CLI leaves it) but empty: libgomp keeps its own default
+    elif policy and policy.startswith("spin:"):  # PASSIVE, but libgomp spins N rounds first (GOMP_SPINCOUNT wins)
+        env["OMP_WAIT_POLICY"], env["GOMP_SPINCOUNT"] = "PASSIVE", policy.removeprefix("spin:")
     elif policy:
         env["OMP_WAIT_POLICY"] = policy
     if threads:
