@@ -164,3 +164,13 @@ def test_end_to_end_smoke_compares_factorlab_run_with_the_plain_script() -> None
 def test_end_to_end_smoke_times_the_first_line() -> None:
     out = _run("benchmarks/end_to_end.py", "first-line", "--smoke")
     assert re.search(r"^[\d.]+ s: run folder: ", out, re.M), out
+
+
+def test_end_to_end_load_smoke_runs_a_spin_count_policy() -> None:
+    end_to_end = _load("end_to_end")
+    env = end_to_end._env("spin:1000")  # PASSIVE with libgomp's spin rounds, which override PASSIVE's zero
+    assert (env["OMP_WAIT_POLICY"], env["GOMP_SPINCOUNT"]) == ("PASSIVE", "1000")
+    assert "GOMP_SPINCOUNT" not in end_to_end._env("PASSIVE")
+    out = _run("benchmarks/end_to_end.py", "load", "--smoke", "--policies", "spin:1000")
+    line = next(line for line in out.splitlines() if line.startswith("spin:1000, default threads: wall"))
+    assert _number(line.split("median ")[1]) > 0, out
