@@ -13,6 +13,12 @@ FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 DENIED = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 
+def short_path(path: str | Path, limit: int = 160) -> str:
+    """A path for a message, its middle cut when it is longer than `limit` characters."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 2 :]}"
+
+
 def os_reason(exc: OSError) -> str:
     """Why an OSError happened, in words ("read-only file system" rather than errno 30's terse text)."""
     return "read-only file system" if exc.errno == errno.EROFS else (exc.strerror or type(exc).__name__)
@@ -92,6 +98,16 @@ def as_user_error(exc: BaseException) -> FactorlabError | None:
             f"cannot use{where}: {os_reason(exc)}. Choose a location you can write to (or fix its permissions) and run the "
             "command again."
         )
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        name = short_path(exc.filename) if exc.filename else "a file name"
+        return OutputError(
+            f"file name too long: {name}. A name may have at most 255 bytes (a whole path 4096); choose a shorter "
+            "one and run the command again."
+        )
+    if isinstance(exc, OSError) and exc.errno in (errno.EISDIR, errno.ENOTDIR):
+        kind = "a folder where a file" if exc.errno == errno.EISDIR else "a file where a folder"
+        where = short_path(exc.filename) if exc.filename else "a path"
+        return OutputError(f"{where}: found {kind} was expected. Move it away (or name another path) and run again.")
     # torch raises a RuntimeError on the CPU ("DefaultCPUAllocator: can't allocate memory") and
     # torch.OutOfMemoryError (a RuntimeError) on a GPU, not MemoryError. torch is only looked up, never imported
     # here (the CLI stays torch-free until a command needs it): if it is not loaded, it raised nothing.

@@ -77,9 +77,15 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     A full disk raises DiskFullError and an unwritable place OutputError, both naming the path.
     """
     path = Path(path)
+    if path.is_symlink():  # write through the link: the file it names is replaced, the link stays
+        path = path.resolve()
+    if path.exists() and not path.is_file():  # a folder, a device, a FIFO: renaming over it would destroy it
+        kind = "a folder" if path.is_dir() else "not a regular file (a device, a FIFO or a socket)"
+        raise OutputError(f"cannot write {path}: it is {kind}. Name a file and run the command again.")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # the temporary name stays within the 255 bytes a file name may have, whatever the target's length
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         if exc.errno in FULL:
             raise disk_full_error(path, exc) from None

@@ -113,11 +113,15 @@ def read_eval(rundir: Path, name: str = "eval.json") -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        result = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise FactorlabError(f"{path} is not UTF-8 text: it is damaged; rerun factorlab eval {rundir}") from None
     except json.JSONDecodeError as err:
         raise FactorlabError(f"{path}, line {err.lineno}: not valid JSON ({err.msg}); rerun factorlab eval") from None
+    if not (isinstance(result, dict) and isinstance(result.get("probes", {}), dict)
+            and isinstance(result.get("leakage", []), list)):  # fmt: skip
+        raise FactorlabError(f"{path} is not an evaluation written by factorlab eval; rerun factorlab eval {rundir}")
+    return result
 
 
 def main_head(summary: Mapping) -> tuple[str, str]:

@@ -85,11 +85,19 @@ def load_run(rundir: Path, checkpoint: str | None = None) -> tuple[Recipe, Disen
     """
     rundir = check_run_dir(rundir)
     recipe = load_recipe(rundir / "recipe.toml")
-    state = load_checkpoint(checkpoint_path(rundir, checkpoint or recipe.run.checkpoint))
-    weights = state["model"] if "model" in state else state["trainer"]["model"]
+    path = checkpoint_path(rundir, checkpoint or recipe.run.checkpoint)
+    state = load_checkpoint(path)
     recipe = without_pretrained_weights(recipe)  # the checkpoint holds the trained trunk: skip the pretrained load
-    model = build_model(recipe, classes=state["classes"])
-    model.load_state_dict(weights)
+    try:
+        weights = state["model"] if "model" in state else state["trainer"]["model"]
+        model = build_model(recipe, classes=state["classes"])
+        model.load_state_dict(weights)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # torch: missing/unexpected keys, size mismatch
+        detail = " ".join(str(exc).replace("Error(s) in loading state_dict for Disentangler:", "").split())
+        raise FactorlabError(
+            f"{path} does not fit {rundir / 'recipe.toml'} ({detail[:300] or type(exc).__name__}): the recipe was edited after training, "
+            "or the checkpoint comes from another run. Put back the run's own recipe.toml and checkpoints/."
+        ) from None
     model.eval()
     return recipe, model
 
@@ -102,7 +110,7 @@ def load_summary(rundir: Path) -> dict:
             f"{rundir} has no summary.json: the run has not finished (resume it with factorlab run --resume {rundir})"
         )
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        summary = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
         raise FactorlabError(
             f"{path} is not UTF-8 text (byte {err.start} cannot be decoded): it is damaged; "
@@ -112,6 +120,12 @@ def load_summary(rundir: Path) -> dict:
         raise FactorlabError(
             f"{path}, line {err.lineno}: not valid JSON ({err.msg}); rerun or resume the run to rewrite it"
         ) from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("splits", {}), dict):
+        raise FactorlabError(
+            f"{path} is not a summary written by factorlab (a JSON object with 'splits' was expected); rerun or "
+            f"resume the run to rewrite it (factorlab run --resume {rundir} run.epochs=N)"
+        )
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------

@@ -149,8 +149,11 @@ def load_group(path: Path) -> Group:
         return Group(path, path.name, [load_summary(path)], runs=[path])
     try:
         info = json.loads((path / GROUP_FILE).read_text(encoding="utf-8"))
-        runs = [path / name for name in info["runs"].values()]
-    except (json.JSONDecodeError, KeyError, AttributeError) as exc:
+        names = list(info["runs"].values())
+        if not all(isinstance(name, str) and Path(name).name == name for name in names):
+            raise ValueError("each run must be a folder name inside the group")
+        runs = [path / name for name in names]
+    except (json.JSONDecodeError, KeyError, AttributeError, TypeError, ValueError) as exc:
         raise FactorlabError(
             f"{path / GROUP_FILE} is not a group file written by factorlab run --seeds ({exc})"
         ) from None

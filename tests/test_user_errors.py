@@ -282,6 +282,16 @@ CASES = [
     Case("swap: unknown code", ["swap", "--run", "{run}", "test:0", "test:1", "--codes", "nope", "--out", "{case}/s.png"], r"--codes nope: the run's codes are"),
     Case("swap: index out of range", ["swap", "--run", "{run}", "test:99999", "test:1", "--out", "{case}/s.png"], r"test:99999: the test split .* use an index from 0 to"),
     Case("swap: --out not an image", ["swap", "--run", "{run}", "test:0", "test:1", "--out", "{case}/s.txt"], r"give an image file name such as swap\.png"),
+    # --- run files of the right syntax but the wrong content
+    Case("summary.json a list", ["compare", "{run}"], r"summary\.json is not a summary written by factorlab",
+         _damaged_run(lambda t, c: (t / "summary.json").write_text("[]"))),
+    Case("eval.json of the wrong shape", ["compare", "{run}"], r"eval\.json is not an evaluation written by factorlab eval",
+         _damaged_run(lambda t, c: (t / "eval.json").write_text('{"probes": "x"}'))),
+    Case("recipe edited after training", ["eval", "{run}", "--no-probes"], r"best\.pt does not fit .*recipe\.toml \(.*size mismatch",
+         _damaged_run(lambda t, c: (t / "recipe.toml").write_text(
+             (t / "recipe.toml").read_text().replace("widths = [128, 128, 64, 64]", "widths = [8, 8, 8, 8]")))),
+    Case("metrics.jsonl a folder", ["run", "--resume", "{run}", "run.epochs=2"], r"metrics\.jsonl: found a folder where a file was expected",
+         _damaged_run(lambda t, c: ((t / "metrics.jsonl").unlink(), (t / "metrics.jsonl").mkdir()))),
     # --- command-line options
     Case("eval --device tpu", ["eval", "{run}", "--device", "tpu"], r"argument --device: unknown device 'tpu'"),
     Case("eval --seed -1", ["eval", "{run}", "--seed", "-1"], r"argument --seed: -1: give a seed from 0 to 9223372036854775807"),
@@ -589,3 +599,32 @@ def test_a_file_size_limit_during_a_checkpoint_exits_2_and_names_the_limit(tmp_p
     assert re.search(r"a file grew past the largest size allowed .*ulimit -f.*: could not write .*\.pt", message)
     assert "the disk is full" not in message
     assert not [p.name for p in tmp_path.rglob("*") if p.suffix in (".tmp", ".pt")], "nothing half-written is kept"
+
+
+def test_output_onto_a_fifo_a_folder_or_a_symlink_never_destroys_it(tmp_path: Path) -> None:
+    """Renaming a temporary file over --out would replace a device, a FIFO or a link with a plain file."""
+    fifo, folder = tmp_path / "pipe.png", tmp_path / "folder.png"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    for target, words in ((fifo, "not a regular file"), (folder, "it is a folder")):
+        result = run_cli("data", "preview", "synthfaces", "--out", str(target))
+        assert result.returncode == 2 and words in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr + result.stdout
+    assert fifo.is_fifo() and folder.is_dir()
+    real, link = tmp_path / "real.png", tmp_path / "link.png"
+    real.write_text("old")
+    link.symlink_to(real)
+    result = run_cli("data", "preview", "synthfaces", "--out", str(link))
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink() and real.read_bytes().startswith(b"\x89PNG"), "written through the link"
+
+
+def test_a_name_too_long_or_a_folder_for_a_file_exits_2(tmp_path: Path) -> None:
+    long = tmp_path / ("z" * 256 + ".toml")
+    result = run_cli("validate", str(long))
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "file name too long" in message and CATCH_ALL not in message, message
+    assert len(result.stderr) < 600, "the path is shortened in the message"
+    longer_out = tmp_path / ("a" * 246 + ".png")  # legal, but `.<name>.XXXXXXXX.tmp` beside it would not be
+    result = run_cli("data", "preview", "synthfaces", "--out", str(longer_out))
+    assert result.returncode == 0 and longer_out.is_file(), result.stderr
