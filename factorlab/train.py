@@ -320,7 +320,8 @@ def evaluate(model: Disentangler, dataset, recipe: Recipe, device: torch.device)
             known = labels[link.factor] >= 0
             if known.any():
                 code = out["codes"][link.code].flatten(1)[known]
-                loss = adversary.encoder_loss(code, labels[link.factor][known], 1.0)
+                with autocast(device, recipe.run.precision):  # as in the main step: the codes may be bf16/fp16
+                    loss = adversary.encoder_loss(code, labels[link.factor][known], 1.0)
                 _add(sums, f"encoder_adv/{link.factor}/{link.code}/loss", loss * known.sum())
             _add(sums, f"encoder_adv/{link.factor}/{link.code}/scored", known.sum())
         if "reconstruction" in out:

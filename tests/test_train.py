@@ -57,6 +57,20 @@ def test_step_runs_under_bf16_autocast_and_channels_last() -> None:
     assert torch.isfinite(stats["total/loss"]) and stats["total/loss"].dtype == torch.float32
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_validation_runs_under_autocast_too(precision: str) -> None:
+    """The val pass scores the adversaries' encoder losses on autocast codes (it crashed outside autocast)."""
+    from factorlab.data.loading import build_dataset
+    from factorlab.factors import resolve_factors
+    from factorlab.train import evaluate
+
+    trainer, _ = _setup([f"run.precision={precision}"])
+    val = build_dataset(trainer.recipe, "val", resolve_factors(trainer.recipe))
+    metrics = evaluate(trainer.model, val, trainer.recipe, torch.device("cpu"))
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values()), metrics
+    assert "encoder_adv/expression/nonexp/loss" in metrics
+
+
 def _params(rundir: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(rundir / "checkpoints" / "last.pt")["trainer"]["model"]
 
