@@ -82,7 +82,9 @@ class RunSection(Section):
         description="Use the channels_last memory format; 'auto' = on a GPU (faster convs there), not on the CPU.",
     )
     compile: bool = Field(False, description="torch.compile the model (GPU; slow to start on CPU).")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank.")
+    num_workers: int = Field(
+        0, ge=0, le=128, description="DataLoader worker processes per rank (at most 128: each is a process)."
+    )
     log_every: int = Field(20, ge=1, description="Steps between progress/metric updates (host syncs happen only here).")
     eval_every: int = Field(1, ge=1, description="Epochs between evaluations on the val split.")
     best_metric: str | None = Field(
@@ -362,6 +364,8 @@ def parse_recipe(text: str, overrides: list[str] | tuple[str, ...] = (), *, sour
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(_toml_error(where, exc)) from None
+    except RecursionError:  # tomllib recurses once per nesting level
+        raise RecipeError(f"{where}: arrays or tables nested too deeply to read; no recipe nests that far") from None
     origins: dict[tuple, str] = {}
     for override in overrides:
         key, value = parse_override(override)
@@ -391,6 +395,8 @@ def parse_override(override: str) -> tuple[tuple[str | int, ...], Any]:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    except RecursionError:
+        raise RecipeError(f"override {key!r}: its value is nested too deeply to read") from None
     if isinstance(value, (datetime.date, datetime.time)):  # a bare date is a name here, not a TOML date
         value = raw.strip()
     path = tuple(int(p) if p.isdigit() else p for p in key.split("."))

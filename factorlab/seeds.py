@@ -44,6 +44,10 @@ GROUP_FILE = "group.json"
 # Running a group
 
 
+#: The most seeds one group runs: a range such as 0-5000000 is refused before it is built or trained.
+MAX_SEEDS = 1000
+
+
 def parse_seeds(text: str) -> list[int]:
     """'0,1,2' or '0-4' (inclusive) -> [0, 1, 2]; an error names the bad part."""
     seeds: list[int] = []
@@ -53,6 +57,11 @@ def parse_seeds(text: str) -> list[int]:
                 low, high = (int(x) for x in part.split("-", 1))
                 if high < low:
                     raise ValueError
+                if high - low + 1 + len(seeds) > MAX_SEEDS:
+                    raise FactorlabError(
+                        f"--seeds {text!r}: {part!r} gives {high - low + 1} seeds; a group runs at most {MAX_SEEDS} "
+                        "(each seed is a whole training run)"
+                    )
                 seeds.extend(range(low, high + 1))
             else:
                 seeds.append(int(part))
@@ -63,6 +72,8 @@ def parse_seeds(text: str) -> list[int]:
             ) from None
     if len(set(seeds)) != len(seeds):
         raise FactorlabError(f"--seeds {text!r} repeats a seed; each seed runs once")
+    if len(seeds) > MAX_SEEDS:
+        raise FactorlabError(f"--seeds {text!r} gives {len(seeds)} seeds; a group runs at most {MAX_SEEDS}")
     return seeds
 
 

@@ -32,6 +32,10 @@ def test_parse_seeds() -> None:
     for bad in ("0,x", "", "0,0", "5-3"):
         with pytest.raises(FactorlabError, match="--seeds"):
             parse_seeds(bad)
+    assert len(parse_seeds("0-999")) == 1000
+    for huge in ("0-1000", "5,0-999", "0-1000000000000000000000"):  # refused before the list is built
+        with pytest.raises(FactorlabError, match="a group runs at most 1000"):
+            parse_seeds(huge)
 
 
 def test_describe_is_the_mean_and_sample_std() -> None:

@@ -282,6 +282,11 @@ CASES = [
     Case("swap: unknown code", ["swap", "--run", "{run}", "test:0", "test:1", "--codes", "nope", "--out", "{case}/s.png"], r"--codes nope: the run's codes are"),
     Case("swap: index out of range", ["swap", "--run", "{run}", "test:99999", "test:1", "--out", "{case}/s.png"], r"test:99999: the test split .* use an index from 0 to"),
     Case("swap: --out not an image", ["swap", "--run", "{run}", "test:0", "test:1", "--out", "{case}/s.txt"], r"give an image file name such as swap\.png"),
+    Case("recipe nested too deeply", ["validate", "{case}/r.toml"], r"r\.toml: arrays or tables nested too deeply",
+         _file("r.toml", ("x = " + "[" * 5000 + "]" * 5000).encode())),
+    Case("override nested too deeply", v("run.epochs=" + "[" * 3000 + "]" * 3000), r"override 'run\.epochs': its value is nested too deeply"),
+    Case("100000 loader workers", v("run.num_workers=100000"), r"run\.num_workers: Input should be less than or equal to 128"),
+    Case("five million seeds", ["run", QUICK, "--seeds", "0-5000000", "--out", "{case}/runs"], r"'0-5000000' gives 5000001 seeds; a group runs at most 1000"),
     # --- run files of the right syntax but the wrong content
     Case("summary.json a list", ["compare", "{run}"], r"summary\.json is not a summary written by factorlab",
          _damaged_run(lambda t, c: (t / "summary.json").write_text("[]"))),
