@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -45,6 +46,20 @@ class ExportedModel(nn.Module):
         if self.decoder:
             out.append(self.net.decode(codes))
         return tuple(out)
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str):
+    """Only critical records from these loggers inside the block (their levels are restored after)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def metadata(model, recipe, *, rundir: Path, checkpoint: str, decoder: bool) -> dict:
@@ -99,7 +114,8 @@ def export_onnx(
     size = recipe.data.image_size
     example = torch.rand(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=65536)
-    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
+    # the exporter prints its progress, and logs a traceback when it cannot convert to an older opset
+    with contextlib.redirect_stdout(io.StringIO()), _quiet_loggers("torch.onnx", "onnxscript"):
         try:
             program = torch.onnx.export(
                 exported,
@@ -121,6 +137,12 @@ def export_onnx(
                 "or rerun with --debug for the exporter's traceback"
             ) from exc
     proto = program.model_proto
+    written = next((i.version for i in proto.opset_import if i.domain in ("", "ai.onnx")), None)
+    if written != opset:  # torch.onnx exports opset 18 and converts down only where ONNX has the adapters
+        raise FactorlabError(
+            f"--opset {opset}: torch.onnx could not write this opset (it wrote {written}); opsets 18 to "
+            f"{onnx.defs.onnx_opset_version()} always work, older ones only where ONNX can convert every operator"
+        )
     meta = metadata(model, recipe, rundir=rundir, checkpoint=checkpoint, decoder=decoder)
     del proto.metadata_props[:]
     for key, value in ((ONNX_META, json.dumps(meta)), ("classes", json.dumps(model.classes)),

@@ -287,6 +287,7 @@ CASES = [
     Case("override nested too deeply", v("run.epochs=" + "[" * 3000 + "]" * 3000), r"override 'run\.epochs': its value is nested too deeply"),
     Case("100000 loader workers", v("run.num_workers=100000"), r"run\.num_workers: Input should be less than or equal to 128"),
     Case("five million seeds", ["run", QUICK, "--seeds", "0-5000000", "--out", "{case}/runs"], r"'0-5000000' gives 5000001 seeds; a group runs at most 1000"),
+    Case("export --opset 7", ["export", "{run}", "--out", "{case}/m.onnx", "--opset", "7"], r"--opset 7: torch\.onnx could not write this opset \(it wrote 18\); opsets 18 to \d+ always work"),
     # --- run files of the right syntax but the wrong content
     Case("summary.json a list", ["compare", "{run}"], r"summary\.json is not a summary written by factorlab",
          _damaged_run(lambda t, c: (t / "summary.json").write_text("[]"))),
