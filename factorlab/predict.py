@@ -339,7 +339,8 @@ class Predictor:
         if scale <= 1:
             return array, 1.0
         h, w = array.shape[:2]
-        shrunk = Image.fromarray(array).resize((round(w / scale), round(h / scale)), Image.Resampling.BILINEAR)
+        size = (max(1, round(w / scale)), max(1, round(h / scale)))  # a 1 x 5000 strip keeps one pixel row
+        shrunk = Image.fromarray(array).resize(size, Image.Resampling.BILINEAR)
         return np.array(shrunk), scale
 
     def faces(self, prepared: list[tuple[np.ndarray | torch.Tensor, float]]) -> list[list[tuple]]:

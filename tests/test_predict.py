@@ -201,6 +201,19 @@ def test_paths_on_stdin(run: Path, photos) -> None:
     assert [Path(r["path"]) for r in jsonl(result.stdout)] == photos["good"][:2]
 
 
+@pytest.mark.parametrize("align", ["box", "mtcnn"])
+def test_images_too_small_for_a_face_are_images_without_one(run: Path, tmp_path: Path, align: str) -> None:
+    """MTCNN itself fails on images under its 20 px minimum face, and a 1 x 5000 strip shrank to 0 rows."""
+    for name, (h, w) in {"dot": (1, 1), "small": (12, 12), "strip": (1, 5000)}.items():
+        Image.fromarray(np.full((h, w, 3), 128, np.uint8)).save(tmp_path / f"{name}.png")
+    result = run_cli("predict", str(run), str(tmp_path), "--align", align, "--format", "jsonl")
+    assert result.returncode == 0, result.stderr
+    assert [(Path(r["path"]).name, r["face"]) for r in jsonl(result.stdout)] == [
+        ("dot.png", None), ("small.png", None), ("strip.png", None)
+    ]  # fmt: skip
+    assert "3 image(s) with no face" in result.stderr
+
+
 def test_mtcnn_gives_every_face_with_its_box_and_reports_images_without_one(run: Path, tmp_path: Path) -> None:
     from skimage import data
 

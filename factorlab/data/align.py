@@ -91,6 +91,7 @@ class MTCNNDetector:
         from facenet_pytorch import MTCNN
 
         self.batch_size = batch_size
+        self.min_side = min_face_size  # MTCNN's first scale needs 12 px at 12 / min_face_size: smaller holds no face
         self.mtcnn = MTCNN(min_face_size=min_face_size, select_largest=True, keep_all=False, device=device)
 
     def detect(self, images: list[np.ndarray]) -> list[tuple[tuple[float, float, float, float], np.ndarray] | None]:
@@ -104,7 +105,8 @@ class MTCNNDetector:
         results: list = [[] for _ in images]
         by_shape: dict[tuple, list[int]] = defaultdict(list)
         for i, image in enumerate(images):
-            by_shape[image.shape].append(i)
+            if min(image.shape[:2]) >= self.min_side:  # a smaller image has no face to find (and breaks MTCNN)
+                by_shape[image.shape].append(i)
         for indices in by_shape.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
