@@ -78,6 +78,15 @@ class Cache:
                 "rerun the same command to resume it"
             )
         self.index = read_json(self.path / "index.json")
+        try:
+            self._read_table()
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:  # JSON of the wrong shape
+            raise DataError(
+                f"cache {self.path}: index.json or a shards/*.json is not what `factorlab prepare` writes "
+                f"({type(exc).__name__}: {exc}); delete the cache and rerun prepare"
+            ) from None
+
+    def _read_table(self) -> None:
         if self.index.get("format") != FORMAT:
             raise DataError(f"cache {self.path} has format {self.index.get('format')}, this factorlab reads {FORMAT}")
         self.dataset: str = self.index["dataset"]
@@ -105,6 +114,9 @@ class Cache:
             labels={f: np.array(v, dtype=np.int64) for f, v in labels.items()},
             classes=self.classes,
         )
+        for factor, values in self.table.labels.items():
+            if len(values) and values.max() >= len(self.classes[factor]):
+                raise ValueError(f"{factor} label {values.max()} with {len(self.classes[factor])} classes")
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._shards: list[np.ndarray | None] = [None] * len(counts)
 
@@ -112,12 +124,21 @@ class Cache:
         """Shard k's images, memory-mapped (opened on first use, so DataLoader workers each map their own)."""
         if self._shards[k] is None:
             path = self.path / "shards" / f"{self.index['shards'][k]}.npy"
+            count = int(self.offsets[k + 1] - self.offsets[k])
+            expected = (count, self.image_size, self.image_size, 3)
             try:
-                self._shards[k] = np.load(path, mmap_mode="r")
-            except (FileNotFoundError, ValueError, OSError) as exc:
+                shard = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (FileNotFoundError, ValueError, OSError, EOFError) as exc:
+                reason = "not an image array" if "pickle" in str(exc) else str(exc) or type(exc).__name__
                 raise DataError(
-                    f"cache shard {path} cannot be read ({exc}); delete the cache and rerun prepare"
+                    f"cache shard {path} cannot be read ({reason}); delete the cache and rerun prepare"
                 ) from None
+            if shard.shape != expected or shard.dtype != np.uint8:
+                raise DataError(
+                    f"cache shard {path} holds {shard.dtype} {shard.shape}, not uint8 {expected}: it is damaged; "
+                    "delete the cache and rerun prepare"
+                )
+            self._shards[k] = shard
         return self._shards[k]
 
     def image(self, i: int) -> np.ndarray:

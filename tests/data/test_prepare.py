@@ -282,3 +282,44 @@ def test_a_source_that_cannot_reach_worker_processes_is_a_user_error(tmp_path, m
     local = replace(source_of("affectnet"), scan=lambda config: source_of("affectnet").scan(config))
     with pytest.raises(DataError, match="cannot be sent to worker processes.*--workers 1"):
         prepare(local, config(messy_affectnet), tmp_path / "out", image_size=32, shard_size=2, workers=2)
+
+
+def _damage_cache(out: Path, damage: str) -> None:
+    import json
+
+    shard_json = out / "shards" / "00000.json"
+    if damage == "empty shard":  # an interrupted copy
+        (out / "shards" / "00000.npy").write_bytes(b"")
+    elif damage == "index a list":
+        (out / "index.json").write_text("[]")
+    elif damage == "shard metadata a list":
+        shard_json.write_text("[]")
+    elif damage == "label past the classes":
+        meta = json.loads(shard_json.read_text())
+        meta["labels"]["expression"][0] = 999
+        shard_json.write_text(json.dumps(meta))
+    elif damage == "shard of the wrong shape":
+        np.save(out / "shards" / "00000.npy", np.zeros((10, 5), np.uint8))
+    elif damage == "text as shard":
+        (out / "shards" / "00000.npy").write_text("not numpy")
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        ("empty shard", r"00000\.npy cannot be read"),
+        ("index a list", r"index\.json or a shards/\*\.json is not what `factorlab prepare` writes"),
+        ("shard metadata a list", r"is not what `factorlab prepare` writes"),
+        ("label past the classes", r"expression label 999 with 8 classes"),
+        ("shard of the wrong shape", r"00000\.npy holds uint8 \(10, 5\), not uint8 \(\d+, 32, 32, 3\)"),
+        ("text as shard", r"00000\.npy cannot be read"),
+    ],
+)
+def test_a_damaged_cache_is_a_data_error_naming_the_file(messy_affectnet, tmp_path, damage, words):
+    out = tmp_path / "cache"
+    prepare(source_of("affectnet"), config(messy_affectnet), out, image_size=32, shard_size=7)
+    _damage_cache(out, damage)
+    with pytest.raises(DataError, match=words) as err:
+        cache = open_cache(out, dataset="affectnet", image_size=32)
+        cache.images(np.arange(3))
+    assert "rerun prepare" in str(err.value) and "allow_pickle" not in str(err.value)
