@@ -120,9 +120,14 @@ def load_summary(rundir: Path) -> dict:
         raise FactorlabError(
             f"{path}, line {err.lineno}: not valid JSON ({err.msg}); rerun or resume the run to rewrite it"
         ) from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("splits", {}), dict):
+    splits = summary.get("splits", {}) if isinstance(summary, dict) else None
+    if not isinstance(splits, dict) or not all(
+        isinstance(metrics, dict)
+        and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in metrics.values())
+        for metrics in splits.values()
+    ):
         raise FactorlabError(
-            f"{path} is not a summary written by factorlab (a JSON object with 'splits' was expected); rerun or "
+            f"{path} is not a summary written by factorlab (a JSON object whose 'splits' hold numbers); rerun or "
             f"resume the run to rewrite it (factorlab run --resume {rundir} run.epochs=N)"
         )
     return summary

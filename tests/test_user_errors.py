@@ -293,6 +293,9 @@ CASES = [
     # --- run files of the right syntax but the wrong content
     Case("summary.json a list", ["compare", "{run}"], r"summary\.json is not a summary written by factorlab",
          _damaged_run(lambda t, c: (t / "summary.json").write_text("[]"))),
+    Case("summary.json metric as text", ["compare", "{run}"], r"summary\.json is not a summary written by factorlab",
+         _damaged_run(lambda t, c: (t / "summary.json").write_text(json.dumps(
+             {**json.loads((t / "summary.json").read_text()), "splits": {"test": {"head/expression/exp/accuracy": "x"}}})))),
     Case("eval.json of the wrong shape", ["compare", "{run}"], r"eval\.json is not an evaluation written by factorlab eval",
          _damaged_run(lambda t, c: (t / "eval.json").write_text('{"probes": "x"}'))),
     Case("recipe edited after training", ["eval", "{run}", "--no-probes"], r"best\.pt does not fit .*recipe\.toml \(.*size mismatch",
