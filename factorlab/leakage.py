@@ -118,8 +118,7 @@ def read_eval(rundir: Path, name: str = "eval.json") -> dict | None:
         raise FactorlabError(f"{path} is not UTF-8 text: it is damaged; rerun factorlab eval {rundir}") from None
     except json.JSONDecodeError as err:
         raise FactorlabError(f"{path}, line {err.lineno}: not valid JSON ({err.msg}); rerun factorlab eval") from None
-    if not (isinstance(result, dict) and isinstance(result.get("probes", {}), dict)
-            and isinstance(result.get("leakage", []), list)):  # fmt: skip
+    if not (isinstance(result, dict) and all(isinstance(result.get(key, []), list) for key in ("probes", "leakage"))):
         raise FactorlabError(f"{path} is not an evaluation written by factorlab eval; rerun factorlab eval {rundir}")
     return result
 
