@@ -48,12 +48,14 @@ def scan(config: FER2013Config) -> Scan:
         if value["Usage"] not in USAGES:
             problems(where, f"Usage {value['Usage']!r} is not one of {', '.join(USAGES)}")
             continue
+        words = value["pixels"].split()
         try:
-            pixels = np.array(value["pixels"].split(), dtype=np.int64)
-        except ValueError:
-            pixels = np.array([-1])
-        if pixels.size != SIDE * SIDE or pixels.min() < 0 or pixels.max() > 255:
-            problems(where, f"pixels must be {SIDE * SIDE} integers 0-255 (48x48); found {pixels.size} values")
+            pixels = np.array(words, dtype=np.int64)
+        except (ValueError, OverflowError):  # not integers, or past int64
+            pixels = None
+        if pixels is None or pixels.size != SIDE * SIDE or pixels.min() < 0 or pixels.max() > 255:
+            what = f"found {len(words)} values" + ("" if pixels is not None else ", not all of them integers")
+            problems(where, f"pixels must be {SIDE * SIDE} integers 0-255 (48x48); {what}")
             continue
         image = pixels.astype(np.uint8).reshape(SIDE, SIDE)
         label, part = int(value["emotion"]), USAGES[value["Usage"]]

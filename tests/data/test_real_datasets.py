@@ -218,6 +218,14 @@ def test_fer2013_with_eight_classes_says_contempt_is_missing(tmp_path, expressio
         ("7,{px},Training", "emotion '7' is out of range: FER2013 labels are 0-6"),
         ("NULL,{px},Training", "field\\(s\\) emotion are NULL"),
         ("3,1 2 3,Training", "pixels must be 2304 integers 0-255 \\(48x48\\); found 3 values"),
+        (
+            "3," + " ".join(["1.5"] * 2304) + ",Training",
+            "pixels must be 2304 integers 0-255 \\(48x48\\); found 2304 values, not all of them integers",
+        ),
+        (
+            "3," + " ".join(["9" * 21] * 2304) + ",Training",
+            "pixels must be 2304 integers 0-255 \\(48x48\\); found 2304 values, not all of them integers",
+        ),  # past int64
         ("3,{px},Holdout", "Usage 'Holdout' is not one of"),
     ],
 )
