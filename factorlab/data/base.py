@@ -94,7 +94,11 @@ def remap_labels(
     """
     missing = [name for name in target if name not in native]
     if missing:
-        raise DataError(f"{where}: classes {missing} are not among its classes {list(native)}")
+        raise DataError(
+            f"{where}: the data set has no class {', '.join(map(repr, missing))} (it has {', '.join(native)}); "
+            "choose the factor's classes it has (e.g. [factors.expression] classes = 7 for the seven basic "
+            "expressions) or a data set with these classes"
+        )
     lookup = np.full(len(native), -1, dtype=np.int64)
     for new_id, name in enumerate(target):
         lookup[list(native).index(name)] = new_id
