@@ -110,6 +110,13 @@ def encode_split(
         progress.advance(images.shape[0])
     joined = {key: np.concatenate(parts) for key, parts in chunks.items()}
     codes = {key[len("code:") :]: value for key, value in joined.items() if key.startswith("code:")}
+    broken = [name for name, value in codes.items() if not np.isfinite(value).all()]
+    if broken:  # probes and metrics cannot fit NaN; a model that gives them has broken weights
+        raise FactorlabError(
+            f"the model gives codes that are not finite (NaN or inf) for the {split} split: {', '.join(broken)}. "
+            "Its weights are broken (the training diverged, or the checkpoint was damaged); evaluate another "
+            "checkpoint (--checkpoint last or best) or train again with a smaller optim.main.lr"
+        )
     predictions = {key: value for key, value in joined.items() if not key.startswith("code:")}
     # held-out classes (identities only val/test show) are appended after the model's classes
     views = {factor: labels_for_evaluation(dataset, factor) for factor in dataset.classes}

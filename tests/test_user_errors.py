@@ -146,6 +146,17 @@ def _weights(kind: str) -> Callable[[Path, Path], dict[str, str]]:
     return prep
 
 
+def _nan_weights(target: Path, case: Path) -> None:
+    """Every float weight of both checkpoints NaN (a diverged training saved as it was)."""
+    for path in (target / "checkpoints").glob("*.pt"):
+        state = torch.load(path, weights_only=True)
+        weights = state["model"] if "model" in state else state["trainer"]["model"]
+        for value in weights.values():
+            if value.is_floating_point():
+                value.fill_(float("nan"))
+        torch.save(state, path)
+
+
 def _lock(pid_host: Callable[[], tuple[int, str]]) -> Callable[[Path, Path], None]:
     def damage(target: Path, case: Path) -> None:
         pid, host = pid_host()
@@ -296,6 +307,8 @@ CASES = [
     Case("summary.json metric as text", ["compare", "{run}"], r"summary\.json is not a summary written by factorlab",
          _damaged_run(lambda t, c: (t / "summary.json").write_text(json.dumps(
              {**json.loads((t / "summary.json").read_text()), "splits": {"test": {"head/expression/exp/accuracy": "x"}}})))),
+    Case("checkpoint of NaN weights", ["eval", "{run}"], r"the model gives codes that are not finite \(NaN or inf\) for the train split: exp, nonexp",
+         _damaged_run(_nan_weights)),
     Case("eval.json of the wrong shape", ["compare", "{run}"], r"eval\.json is not an evaluation written by factorlab eval",
          _damaged_run(lambda t, c: (t / "eval.json").write_text('{"probes": "x"}'))),
     Case("recipe edited after training", ["eval", "{run}", "--no-probes"], r"best\.pt does not fit .*recipe\.toml \(.*size mismatch",
