@@ -299,6 +299,8 @@ def check_resume_state(state: dict, path: Path) -> dict:
     """A checkpoint to resume from must be a run's last.pt (model, optimisers, epoch, random state)."""
     needed = {"trainer", "epoch", "rng", "main_sched"}
     if needed <= set(state) and isinstance(state["trainer"], dict) and "model" in state["trainer"]:
+        if not isinstance(state["epoch"], int) or isinstance(state["epoch"], bool) or state["epoch"] < -1:
+            raise RunFolderError(f"{path}: its epoch {state['epoch']!r} is not an epoch count; the file is damaged")
         return state
     if "model" in state and "trainer" not in state:
         raise RunFolderError(

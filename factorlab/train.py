@@ -758,6 +758,12 @@ def resume_run(rundir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Pat
         state = check_resume_state(load_checkpoint(path), path)
         recipe = load_recipe(rundir / "recipe.toml", overrides)
         check_same_architecture(load_recipe(rundir / "recipe.toml"), recipe, state, path)
+        done = state["epoch"] + 1
+        if recipe.run.epochs < done:  # it would lower recipe.toml's epochs below what the checkpoint holds
+            raise FactorlabError(
+                f"run.epochs={recipe.run.epochs}: {rundir} has trained {done} epochs already; resume with "
+                f"run.epochs above {done} to train more (nothing was changed)"
+            )
         metrics = rundir / "metrics.jsonl"
         if main and metrics.is_file():  # drop what the killed epoch logged after the checkpoint
             records = read_metrics(metrics, warn=lambda message: console.print(f"note: {message}"))

@@ -157,6 +157,13 @@ def _nan_weights(target: Path, case: Path) -> None:
         torch.save(state, path)
 
 
+def _set_last_epoch(target: Path, epoch: object) -> None:
+    path = target / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    state["epoch"] = epoch
+    torch.save(state, path)
+
+
 def _lock(pid_host: Callable[[], tuple[int, str]]) -> Callable[[Path, Path], None]:
     def damage(target: Path, case: Path) -> None:
         pid, host = pid_host()
@@ -309,6 +316,10 @@ CASES = [
              {**json.loads((t / "summary.json").read_text()), "splits": {"test": {"head/expression/exp/accuracy": "x"}}})))),
     Case("checkpoint of NaN weights", ["eval", "{run}"], r"the model gives codes that are not finite \(NaN or inf\) for the train split: exp, nonexp",
          _damaged_run(_nan_weights)),
+    Case("resume to fewer epochs", ["run", "--resume", "{run}", "run.epochs=2"], r"run\.epochs=2: .* has trained 4 epochs already",
+         _damaged_run(lambda t, c: _set_last_epoch(t, 3))),
+    Case("resume: epoch not a count", ["run", "--resume", "{run}", "run.epochs=2"], r"last\.pt: its epoch 'x' is not an epoch count",
+         _damaged_run(lambda t, c: _set_last_epoch(t, "x"))),
     Case("eval.json of the wrong shape", ["compare", "{run}"], r"eval\.json is not an evaluation written by factorlab eval",
          _damaged_run(lambda t, c: (t / "eval.json").write_text('{"probes": "x"}'))),
     Case("recipe edited after training", ["eval", "{run}", "--no-probes"], r"best\.pt does not fit .*recipe\.toml \(.*size mismatch",
