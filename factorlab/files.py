@@ -62,8 +62,8 @@ def _out_of_space(exc: BaseException, tmp: Path) -> OSError | None:
     try:
         if shutil.disk_usage(tmp.parent).free < 2**20:
             return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if resource else -1
-        if soft not in (-1, getattr(resource, "RLIM_INFINITY", -1)) and tmp.stat().st_size >= soft - 2**16:
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if resource else None
+        if limit is not None and limit != resource.RLIM_INFINITY and tmp.stat().st_size >= limit - 2**16:
             return OSError(errno.EFBIG, os.strerror(errno.EFBIG))
     except OSError:
         pass

@@ -391,6 +391,13 @@ def parse_override(override: str) -> tuple[tuple[str | int, ...], Any]:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise RecipeError(f"override {override!r}: the key before '=' must be a dotted path such as run.epochs")
+    try:  # a command line may carry any bytes (Python keeps the others as surrogates); recipe.toml is UTF-8 text
+        override.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RecipeError(
+            f"override {ascii(override)}: the value holds bytes that are not UTF-8, and the run's recipe.toml "
+            "(UTF-8 text) records it; choose a name or path in UTF-8"
+        ) from None
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:

@@ -88,18 +88,29 @@ def load_run(rundir: Path, checkpoint: str | None = None) -> tuple[Recipe, Disen
     path = checkpoint_path(rundir, checkpoint or recipe.run.checkpoint)
     state = load_checkpoint(path)
     recipe = without_pretrained_weights(recipe)  # the checkpoint holds the trained trunk: skip the pretrained load
+    trainer = state.get("trainer")
+    weights = state["model"] if "model" in state else trainer.get("model") if isinstance(trainer, dict) else None
+    classes = state.get("classes")
+    if not isinstance(weights, dict) or not isinstance(classes, dict):
+        raise RunFolderError(f"{path} holds no model weights and classes: it is not a checkpoint factorlab wrote")
+    model = build_model(recipe, classes=classes)  # its own errors are the recipe's
     try:
-        weights = state["model"] if "model" in state else state["trainer"]["model"]
-        model = build_model(recipe, classes=state["classes"])
         model.load_state_dict(weights)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # torch: missing/unexpected keys, size mismatch
+    except RuntimeError as exc:  # torch: missing or unexpected keys, a size mismatch
         detail = " ".join(str(exc).replace("Error(s) in loading state_dict for Disentangler:", "").split())
-        raise FactorlabError(
-            f"{path} does not fit {rundir / 'recipe.toml'} ({detail[:300] or type(exc).__name__}): the recipe was edited after training, "
+        raise RunFolderError(
+            f"{path} does not fit {rundir / 'recipe.toml'} ({detail[:300]}): the recipe was edited after training, "
             "or the checkpoint comes from another run. Put back the run's own recipe.toml and checkpoints/."
         ) from None
     model.eval()
     return recipe, model
+
+
+def _numbers(metrics: object) -> bool:
+    """A split's metrics as summary.json holds them: name -> a number (or null)."""
+    return isinstance(metrics, dict) and all(
+        v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in metrics.values()
+    )
 
 
 def load_summary(rundir: Path) -> dict:
@@ -121,11 +132,7 @@ def load_summary(rundir: Path) -> dict:
             f"{path}, line {err.lineno}: not valid JSON ({err.msg}); rerun or resume the run to rewrite it"
         ) from None
     splits = summary.get("splits", {}) if isinstance(summary, dict) else None
-    if not isinstance(splits, dict) or not all(
-        isinstance(metrics, dict)
-        and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in metrics.values())
-        for metrics in splits.values()
-    ):
+    if not isinstance(splits, dict) or not all(_numbers(metrics) for metrics in splits.values()):
         raise FactorlabError(
             f"{path} is not a summary written by factorlab (a JSON object whose 'splits' hold numbers); rerun or "
             f"resume the run to rewrite it (factorlab run --resume {rundir} run.epochs=N)"

@@ -306,7 +306,8 @@ CASES = [
     Case("100000 loader workers", v("run.num_workers=100000"), r"run\.num_workers: Input should be less than or equal to 128"),
     Case("five million seeds", ["run", QUICK, "--seeds", "0-5000000", "--out", "{case}/runs"], r"'0-5000000' gives 5000001 seeds; a group runs at most 1000"),
     Case("export --opset 7", ["export", "{run}", "--out", "{case}/m.onnx", "--opset", "7"], r"--opset 7: torch\.onnx could not write this opset \(it wrote 18\); opsets 18 to \d+ always work"),
-    Case("run --out not UTF-8", ["run", QUICK, "--out", "{case}/runs\udcff"], r"the path holds bytes that are not UTF-8"),
+    Case("run --out not UTF-8", ["run", QUICK, "--out", "{case}/runs\udcff"], r"run\.output=.*the value holds bytes that are not UTF-8"),
+    Case("override not UTF-8", ["run", QUICK, *TINY, "run.output={case}/o\udcff"], r"run\.output=.*the value holds bytes that are not UTF-8"),
     Case("run --resume --out", ["run", "--resume", "{run}", "--out", "{case}/elsewhere"], r"--out does not go with --resume"),
     # --- run files of the right syntax but the wrong content
     Case("summary.json a list", ["compare", "{run}"], r"summary\.json is not a summary written by factorlab",

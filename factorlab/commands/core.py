@@ -52,14 +52,6 @@ def run_command(parser: argparse.ArgumentParser) -> Handler:
             raise FactorlabError("--resume and --seeds do not go together: resume each seed's run folder on its own")
         if args.resume and args.out:
             raise FactorlabError(f"--out does not go with --resume: the run continues in its own folder {args.resume}")
-        if args.out is not None:
-            try:
-                str(args.out).encode("utf-8")
-            except UnicodeEncodeError:
-                raise FactorlabError(
-                    f"--out {ascii(str(args.out))}: the path holds bytes that are not UTF-8, and the run's recipe.toml "
-                    "(UTF-8 text) records it; choose a folder whose name is UTF-8"
-                ) from None
         if args.resume:
             if args.recipe:
                 args.overrides = [args.recipe, *args.overrides]
@@ -71,7 +63,9 @@ def run_command(parser: argparse.ArgumentParser) -> Handler:
                 raise FactorlabError(
                     "factorlab run needs a recipe file (or --resume RUNDIR), e.g. factorlab run recipes/quickstart.toml"
                 )
-            overrides = list(args.overrides) + ([f"run.output={json.dumps(str(args.out))}"] if args.out else [])
+            overrides = list(args.overrides) + (
+                [f"run.output={json.dumps(str(args.out), ensure_ascii=False)}"] if args.out else []
+            )
             if args.seeds is not None:
                 from factorlab.seeds import parse_seeds, run_group
                 from factorlab.train import run_recipe
